@@ -1,0 +1,16 @@
+/* Subcommands of the phaseid command. Each takes argc/argv starting at the
+ * subcommand name and returns the process exit code (0 ok, 1 error, 2 usage). */
+#ifndef PID_CLI_H
+#define PID_CLI_H
+
+typedef struct {
+    const char *name;
+    const char *help;
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+int cli_phases(int argc, char **argv);
+int cli_synth(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+#endif

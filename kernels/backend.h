@@ -1,0 +1,48 @@
+/* The compute backend: a context (device, stream, cuBLAS handle) passed
+ * explicitly to every operation, and run-time selection between the CPU
+ * reference and the CUDA implementation ("cpu", "cuda" or "auto"). There is
+ * no global device state: two contexts may coexist in one process. */
+#ifndef PID_BACKEND_H
+#define PID_BACKEND_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+typedef enum { PID_DEVICE_CPU = 0, PID_DEVICE_CUDA = 1 } pid_device_kind;
+
+typedef struct pid_backend pid_backend;
+
+/* Create a backend. `want` is "cpu", "cuda" or "auto" (NULL = "auto"): auto
+ * picks CUDA when this build has it and cudaGetDeviceCount reports a device,
+ * else the CPU. Asking for "cuda" without one fails with PID_ERR_DEVICE or
+ * PID_ERR_UNSUPPORTED and a message saying why. `n_threads` caps CPU worker
+ * threads (0 = all online cores). */
+pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads, pid_error *err);
+void pid_backend_destroy(pid_backend *be);
+
+pid_device_kind pid_backend_kind(const pid_backend *be);
+const char *pid_backend_name(const pid_backend *be); /* "cpu" or "cuda" */
+/* Human-readable device description ("CPU: 2 threads", "CUDA: NVIDIA H100 ..."). */
+const char *pid_backend_device_desc(const pid_backend *be);
+int pid_backend_threads(const pid_backend *be);
+
+/* 1 if this build includes the CUDA backend; number of visible CUDA devices
+ * (0 when none or not built). */
+int pid_backend_cuda_built(void);
+int pid_backend_cuda_device_count(void);
+
+/* Memory on the backend's device (host memory for the CPU backend). */
+pid_status pid_backend_alloc(pid_backend *be, void **ptr, size_t bytes, pid_error *err);
+void pid_backend_free(pid_backend *be, void *ptr);
+pid_status pid_backend_upload(pid_backend *be, void *dst_dev, const void *src_host, size_t bytes,
+                              pid_error *err);
+pid_status pid_backend_download(pid_backend *be, void *dst_host, const void *src_dev,
+                                 size_t bytes, pid_error *err);
+pid_status pid_backend_sync(pid_backend *be, pid_error *err);
+
+/* Backend-private: the CUDA stream / cuBLAS handle as void* for .cu files. */
+void *pid_backend_cuda_stream(pid_backend *be);
+void *pid_backend_cublas(pid_backend *be);
+
+#endif
