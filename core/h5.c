@@ -214,8 +214,10 @@ pid_status pid_h5_read_attr_str(hid_t loc, const char *name, char **value, pid_e
     }
     if (H5Tis_variable_str(type) > 0) {
         char *s = NULL;
+        /* Memory type must carry the stored character set (UTF-8 vs ASCII). */
         PID_H5_CHECK(mtype = H5Tcopy(H5T_C_S1));
         PID_H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
+        PID_H5_CHECK(H5Tset_cset(mtype, H5Tget_cset(type)));
         PID_H5_CHECK(H5Aread(a, mtype, &s));
         *value = strdup(s ? s : "");
         H5free_memory(s);

@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Evaluate an HDF5 call returning herr_t/hid_t; on a negative result record
  * "call at file:line" in err and jump to the enclosing function's `fail:`
  * label with `st` set to PID_ERR_HDF5. */
@@ -58,4 +62,7 @@ pid_status pid_h5_read_attr_str(hid_t loc, const char *name, char **value, pid_e
 pid_status pid_h5_read_attr_f64(hid_t loc, const char *name, double *value, pid_error *err);
 pid_status pid_h5_read_attr_i64(hid_t loc, const char *name, int64_t *value, pid_error *err);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

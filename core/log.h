@@ -3,6 +3,10 @@
 #ifndef PID_LOG_H
 #define PID_LOG_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { PID_LOG_ERROR = 0, PID_LOG_WARN, PID_LOG_INFO, PID_LOG_DEBUG } pid_log_level;
 
 void pid_log_set_level(pid_log_level level);
@@ -16,4 +20,7 @@ void pid_log(pid_log_level level, const char *fmt, ...) __attribute__((format(pr
 #define PID_LOGI(...) pid_log(PID_LOG_INFO, __VA_ARGS__)
 #define PID_LOGD(...) pid_log(PID_LOG_DEBUG, __VA_ARGS__)
 
+#ifdef __cplusplus
+}
+#endif
 #endif

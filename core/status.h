@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     PID_OK = 0,
     PID_ERR_NOMEM,       /* allocation failed */
@@ -41,4 +45,7 @@ void pid_error_prefix(pid_error *err, const char *fmt, ...) __attribute__((forma
 /* Reset `err` to PID_OK with an empty message. */
 void pid_error_clear(pid_error *err);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { PID_F32 = 0, PID_F64, PID_I32, PID_I64, PID_U8, PID_U16, PID_U32 } pid_dtype;
 typedef enum { PID_MEM_HOST = 0, PID_MEM_DEVICE } pid_mem;
 
@@ -40,4 +44,7 @@ pid_status pid_tensor_copy(pid_tensor *dst, const pid_tensor *src, pid_error *er
 /* Frees the tensor and, if owned, its buffer. Accepts NULL. */
 void pid_tensor_destroy(pid_tensor *t);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

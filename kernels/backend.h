@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { PID_DEVICE_CPU = 0, PID_DEVICE_CUDA = 1 } pid_device_kind;
 
 typedef struct pid_backend pid_backend;
@@ -45,4 +49,7 @@ pid_status pid_backend_sync(pid_backend *be, pid_error *err);
 void *pid_backend_cuda_stream(pid_backend *be);
 void *pid_backend_cublas(pid_backend *be);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
