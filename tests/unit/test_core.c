@@ -58,7 +58,8 @@ static void test_philox_kat(void **state)
     for (size_t i = 0; i < sizeof kat / sizeof kat[0]; i++) {
         pid_u32x4 c = {{kat[i].ctr[0], kat[i].ctr[1], kat[i].ctr[2], kat[i].ctr[3]}};
         pid_u32x4 r = pid_philox4x32_10(c, kat[i].key[0], kat[i].key[1]);
-        for (int j = 0; j < 4; j++) assert_int_equal(r.v[j], kat[i].out[j]);
+        for (int j = 0; j < 4; j++)
+            assert_int_equal(r.v[j], kat[i].out[j]);
     }
 }
 
@@ -78,7 +79,8 @@ static void test_rng_streams(void **state)
     /* The sequential view draws exactly the words of pid_rng_block. */
     pid_rng_init(&a, 99, 3);
     pid_u32x4 blk = pid_rng_block(99, 3, 0);
-    for (int j = 0; j < 4; j++) assert_int_equal(pid_rng_u32(&a), blk.v[j]);
+    for (int j = 0; j < 4; j++)
+        assert_int_equal(pid_rng_u32(&a), blk.v[j]);
     assert_true(pid_u01f(0) > 0.0f && pid_u01f(0xffffffffu) <= 1.0f);
     assert_true(pid_u01d(0) > 0.0 && pid_u01d(0xffffffffu) <= 1.0);
 }
@@ -123,7 +125,8 @@ static void test_rng_distributions(void **state)
     }
     assert_true(pid_rng_poisson(&r, 0.0) == 0.0);
     assert_true(pid_rng_poisson(&r, NAN) == 0.0);
-    for (int i = 0; i < 1000; i++) assert_true(pid_rng_below(&r, 10) < 10);
+    for (int i = 0; i < 1000; i++)
+        assert_true(pid_rng_below(&r, 10) < 10);
     for (int i = 0; i < 1000; i++) {
         double x = pid_rng_range(&r, -2.0, 3.0);
         assert_true(x >= -2.0 && x <= 3.0);
@@ -180,7 +183,8 @@ static void test_h5_roundtrip(void **state)
     assert_int_equal(pid_h5_create(path, &f, &err), PID_OK);
     assert_int_equal(pid_h5_create_2d(f, "patterns", H5T_NATIVE_FLOAT, 10, 7, &dset, &err), PID_OK);
     float rows[10 * 7];
-    for (int i = 0; i < 70; i++) rows[i] = (float)i * 0.5f;
+    for (int i = 0; i < 70; i++)
+        rows[i] = (float)i * 0.5f;
     assert_int_equal(pid_h5_write_rows(dset, H5T_NATIVE_FLOAT, 0, 4, 7, rows, &err), PID_OK);
     assert_int_equal(pid_h5_write_rows(dset, H5T_NATIVE_FLOAT, 4, 6, 7, rows + 28, &err), PID_OK);
     H5Dclose(dset);
@@ -267,9 +271,12 @@ static void test_backend_selection(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_messages), cmocka_unit_test(test_philox_kat),
-        cmocka_unit_test(test_rng_streams),     cmocka_unit_test(test_rng_distributions),
-        cmocka_unit_test(test_tensor),          cmocka_unit_test(test_h5_roundtrip),
+        cmocka_unit_test(test_status_messages),
+        cmocka_unit_test(test_philox_kat),
+        cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_rng_distributions),
+        cmocka_unit_test(test_tensor),
+        cmocka_unit_test(test_h5_roundtrip),
         cmocka_unit_test(test_backend_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
