@@ -7,6 +7,7 @@
 static const cli_command commands[] = {
     {"phases", "list or show the phases of a library", cli_phases},
     {"synth", "simulate XRD sticks or write a synthetic dataset", cli_synth},
+    {"match", "rank reference phases against measured patterns (physics baseline)", cli_match},
     {"bench", "measure simulator throughput", cli_bench},
 };
 
