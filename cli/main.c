@@ -13,8 +13,9 @@ static const cli_command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "phaseid %s: real-time diffraction phase identification\n\n"
-               "usage: phaseid <command> [options]\n\ncommands:\n",
+    fprintf(f,
+            "phaseid %s: real-time diffraction phase identification\n\n"
+            "usage: phaseid <command> [options]\n\ncommands:\n",
             PHASEID_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);

@@ -53,8 +53,8 @@ fail:
     return st;
 }
 
-pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows,
-                             int64_t cols, const void *buf, pid_error *err)
+pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, int64_t cols,
+                             const void *buf, pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t fspace = H5I_INVALID_HID, mspace = H5I_INVALID_HID;
@@ -142,8 +142,8 @@ fail:
     return st;
 }
 
-static pid_status attr_write(hid_t loc, const char *name, hid_t type, hid_t space,
-                             const void *buf, pid_error *err)
+static pid_status attr_write(hid_t loc, const char *name, hid_t type, hid_t space, const void *buf,
+                             pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t a = H5I_INVALID_HID;

@@ -16,13 +16,13 @@ extern "C" {
 /* Evaluate an HDF5 call returning herr_t/hid_t; on a negative result record
  * "call at file:line" in err and jump to the enclosing function's `fail:`
  * label with `st` set to PID_ERR_HDF5. */
-#define PID_H5_CHECK(expr)                                                                     \
-    do {                                                                                       \
-        if ((expr) < 0) {                                                                      \
-            st = pid_fail(err, PID_ERR_HDF5, "HDF5 call failed: %s (%s:%d)", #expr, __FILE__,  \
-                          __LINE__);                                                           \
-            goto fail;                                                                         \
-        }                                                                                      \
+#define PID_H5_CHECK(expr)                                                                         \
+    do {                                                                                           \
+        if ((expr) < 0) {                                                                          \
+            st = pid_fail(err, PID_ERR_HDF5, "HDF5 call failed: %s (%s:%d)", #expr, __FILE__,      \
+                          __LINE__);                                                               \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* Silence HDF5's automatic error stack printing (we report errors ourselves). */
@@ -37,8 +37,8 @@ pid_status pid_h5_open_ro(const char *path, hid_t *fid, pid_error *err);
 pid_status pid_h5_create_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
                             hid_t *dset, pid_error *err);
 /* Write rows [row0, row0+nrows) of a 2-D dataset from a contiguous buffer. */
-pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows,
-                             int64_t cols, const void *buf, pid_error *err);
+pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, int64_t cols,
+                             const void *buf, pid_error *err);
 /* Write a whole 1-D dataset of `type` from buf. */
 pid_status pid_h5_write_1d(hid_t loc, const char *name, hid_t type, int64_t n, const void *buf,
                            pid_error *err);

@@ -12,10 +12,17 @@
 size_t pid_dtype_size(pid_dtype t)
 {
     switch (t) {
-    case PID_F32: case PID_I32: case PID_U32: return 4;
-    case PID_F64: case PID_I64: return 8;
-    case PID_U16: return 2;
-    case PID_U8: return 1;
+    case PID_F32:
+    case PID_I32:
+    case PID_U32:
+        return 4;
+    case PID_F64:
+    case PID_I64:
+        return 8;
+    case PID_U16:
+        return 2;
+    case PID_U8:
+        return 1;
     }
     return 0;
 }
@@ -23,13 +30,20 @@ size_t pid_dtype_size(pid_dtype t)
 const char *pid_dtype_name(pid_dtype t)
 {
     switch (t) {
-    case PID_F32: return "FP32";
-    case PID_F64: return "FP64";
-    case PID_I32: return "INT32";
-    case PID_I64: return "INT64";
-    case PID_U8: return "UINT8";
-    case PID_U16: return "UINT16";
-    case PID_U32: return "UINT32";
+    case PID_F32:
+        return "FP32";
+    case PID_F64:
+        return "FP64";
+    case PID_I32:
+        return "INT32";
+    case PID_I64:
+        return "INT64";
+    case PID_U8:
+        return "UINT8";
+    case PID_U16:
+        return "UINT16";
+    case PID_U32:
+        return "UINT32";
     }
     return "?";
 }
@@ -37,7 +51,8 @@ const char *pid_dtype_name(pid_dtype t)
 int64_t pid_tensor_numel(const pid_tensor *t)
 {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -64,7 +79,8 @@ static pid_status tensor_header(pid_tensor **out, pid_dtype dtype, pid_mem mem, 
     t->dtype = dtype;
     t->mem = mem;
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
     *out = t;
     return PID_OK;
 }
@@ -133,7 +149,8 @@ void pid_tensor_destroy(pid_tensor *t)
     if (t->owns && t->data) {
         if (t->mem == PID_MEM_HOST) free(t->data);
 #ifdef PHASEID_HAVE_CUDA
-        else cudaFree(t->data);
+        else
+            cudaFree(t->data);
 #endif
     }
     free(t);

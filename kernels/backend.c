@@ -16,16 +16,12 @@ pid_status pid_cuda_init_impl(pid_backend *be, pid_error *err)
 {
     return pid_fail(err, PID_ERR_UNSUPPORTED, "this phaseid was built without CUDA");
 }
-void pid_cuda_fini_impl(pid_backend *be)
-{
-}
+void pid_cuda_fini_impl(pid_backend *be) {}
 pid_status pid_cuda_alloc_impl(void **ptr, size_t bytes, pid_error *err)
 {
     return pid_fail(err, PID_ERR_UNSUPPORTED, "this phaseid was built without CUDA");
 }
-void pid_cuda_free_impl(void *ptr)
-{
-}
+void pid_cuda_free_impl(void *ptr) {}
 pid_status pid_cuda_copy_impl(pid_backend *be, void *dst, const void *src, size_t bytes,
                               int to_device, pid_error *err)
 {
@@ -56,10 +52,14 @@ pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads
     *out = NULL;
     if (!want) want = "auto";
     int use_cuda;
-    if (strcmp(want, "cpu") == 0) use_cuda = 0;
-    else if (strcmp(want, "cuda") == 0) use_cuda = 1;
-    else if (strcmp(want, "auto") == 0) use_cuda = pid_backend_cuda_device_count() > 0;
-    else return pid_fail(err, PID_ERR_ARG, "unknown device '%s' (expected cpu, cuda or auto)", want);
+    if (strcmp(want, "cpu") == 0)
+        use_cuda = 0;
+    else if (strcmp(want, "cuda") == 0)
+        use_cuda = 1;
+    else if (strcmp(want, "auto") == 0)
+        use_cuda = pid_backend_cuda_device_count() > 0;
+    else
+        return pid_fail(err, PID_ERR_ARG, "unknown device '%s' (expected cpu, cuda or auto)", want);
     if (use_cuda && !pid_backend_cuda_built())
         return pid_fail(err, PID_ERR_UNSUPPORTED,
                         "--device cuda: this phaseid was built without CUDA (nvcc not found)");
@@ -124,20 +124,23 @@ pid_status pid_backend_alloc(pid_backend *be, void **ptr, size_t bytes, pid_erro
 void pid_backend_free(pid_backend *be, void *ptr)
 {
     if (!ptr) return;
-    if (be->kind == PID_DEVICE_CUDA) pid_cuda_free_impl(ptr);
-    else free(ptr);
+    if (be->kind == PID_DEVICE_CUDA)
+        pid_cuda_free_impl(ptr);
+    else
+        free(ptr);
 }
 
 pid_status pid_backend_upload(pid_backend *be, void *dst_dev, const void *src_host, size_t bytes,
                               pid_error *err)
 {
-    if (be->kind == PID_DEVICE_CUDA) return pid_cuda_copy_impl(be, dst_dev, src_host, bytes, 1, err);
+    if (be->kind == PID_DEVICE_CUDA)
+        return pid_cuda_copy_impl(be, dst_dev, src_host, bytes, 1, err);
     memmove(dst_dev, src_host, bytes);
     return PID_OK;
 }
 
-pid_status pid_backend_download(pid_backend *be, void *dst_host, const void *src_dev,
-                                 size_t bytes, pid_error *err)
+pid_status pid_backend_download(pid_backend *be, void *dst_host, const void *src_dev, size_t bytes,
+                                pid_error *err)
 {
     if (be->kind == PID_DEVICE_CUDA)
         return pid_cuda_copy_impl(be, dst_host, src_dev, bytes, 0, err);

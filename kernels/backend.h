@@ -41,8 +41,8 @@ pid_status pid_backend_alloc(pid_backend *be, void **ptr, size_t bytes, pid_erro
 void pid_backend_free(pid_backend *be, void *ptr);
 pid_status pid_backend_upload(pid_backend *be, void *dst_dev, const void *src_host, size_t bytes,
                               pid_error *err);
-pid_status pid_backend_download(pid_backend *be, void *dst_host, const void *src_dev,
-                                 size_t bytes, pid_error *err);
+pid_status pid_backend_download(pid_backend *be, void *dst_host, const void *src_dev, size_t bytes,
+                                pid_error *err);
 pid_status pid_backend_sync(pid_backend *be, pid_error *err);
 
 /* Backend-private: the CUDA stream / cuBLAS handle as void* for .cu files. */

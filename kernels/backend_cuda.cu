@@ -61,8 +61,8 @@ extern "C" void pid_cuda_free_impl(void *ptr)
     cudaFree(ptr);
 }
 
-extern "C" pid_status pid_cuda_copy_impl(pid_backend *be, void *dst, const void *src,
-                                         size_t bytes, int to_device, pid_error *err)
+extern "C" pid_status pid_cuda_copy_impl(pid_backend *be, void *dst, const void *src, size_t bytes,
+                                         int to_device, pid_error *err)
 {
     pid_status st = PID_OK;
     cudaStream_t s = (cudaStream_t)be->stream;

@@ -11,8 +11,8 @@
 #define PID_TEX_NCOS 6
 
 typedef struct {
-    float hkl[3];  /* representative Miller indices of the family */
-    float f2m;     /* |F|^2 * multiplicity, Debye-Waller included, no Lorentz-polarization */
+    float hkl[3]; /* representative Miller indices of the family */
+    float f2m;    /* |F|^2 * multiplicity, Debye-Waller included, no Lorentz-polarization */
     /* March-Dollase needs the angle between each member of the family and the
      * texture axis; members share few distinct angles, so store those with
      * the fraction of members at each (weights sum to 1 per axis). */

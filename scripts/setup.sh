@@ -12,7 +12,7 @@ WANT_TEST=0
 PKGS=(build-essential cmake pkg-config libhdf5-dev libcif-dev libsymspg-dev libxrl-dev
       libcmocka-dev python3)
 # Test-only: clang + its runtime for libFuzzer and sanitizers, venv for peer tools.
-TEST_PKGS=(clang libclang-rt-14-dev python3-venv)
+TEST_PKGS=(clang clang-format libclang-rt-14-dev python3-venv git)
 
 missing=()
 want=("${PKGS[@]}")

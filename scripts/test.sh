@@ -29,6 +29,10 @@ if [[ ! -d "$ROOT/../shared/data" ]]; then
   echo "NOTE: ../shared/data is absent: tests that compare with real data will be skipped."
 fi
 
+echo "== 0/3 formatting (clang-format, .clang-format at the root)"
+FILES=$(git ls-files '*.c' '*.h' '*.cu' '*.cuh' 2>/dev/null || find core kernels synth cli tests benchmarks -name '*.[ch]' -o -name '*.cu*')
+clang-format --dry-run --Werror $FILES
+
 echo "== 1/3 Release build: full suite"
 cmake -S . -B build -DPython3_EXECUTABLE="$PY" >/dev/null
 cmake --build build -j"$JOBS"
