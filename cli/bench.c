@@ -1,0 +1,464 @@
+/* `phaseid bench xrd`: full-profile XRD simulation throughput (Cu K-alpha
+ * doublet, 10-80 deg at 0.01 deg, every default augmentation on, each
+ * pattern drawn and rendered) on one CPU thread, on all threads, and on CUDA
+ * when a device is visible; prints a table and writes JSON. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "kernels/backend.h"
+#include "synth/augment.h"
+#include "synth/cif.h"
+#include "synth/phaselib.h"
+#include "synth/xrd_dataset.h"
+
+#define PROG "phaseid bench xrd"
+#define BENCH_BATCH 64
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: phaseid bench xrd [--phase NAME|FILE.cif] [--phases DIR|builtin]\n"
+               "                         [--threads T] [--seconds S] [--device cpu|cuda|auto]\n"
+               "                         [--json FILE]\n"
+               "\n"
+               "Measure how many full powder XRD profiles per second the simulator makes:\n"
+               "Cu K-alpha1+2, 2-theta 10-80 deg in 0.01 deg steps (7001 points), every default\n"
+               "augmentation on (strain, shifts, size and strain broadening, texture, Caglioti\n"
+               "widths, background, hump, air scatter, Gaussian and Poisson noise); each pattern\n"
+               "is drawn and rendered, not written. Runs one CPU thread, then all threads, then\n"
+               "CUDA when a device is visible, and prints phase, reflection families in range,\n"
+               "points, threads, patterns/s, patterns/s per core, device and CPU model.\n"
+               "\n"
+               "options:\n"
+               "  --phase NAME|FILE.cif  phase of the library, or a CIF file (default: the\n"
+               "                         library phase with the number of families in range\n"
+               "                         closest to 150, a mid-size cell)\n"
+               "  --phases DIR|builtin   library for --phase NAME (default builtin)\n"
+               "  --threads T            threads for the all-threads run (default: all cores)\n"
+               "  --seconds S            time per measurement, 0.1..600 (default 3)\n"
+               "  --device cpu|cuda|auto cpu: CPU only; cuda: require CUDA; auto (default):\n"
+               "                         CUDA too when a device is visible\n"
+               "  --json FILE            also write the results as JSON\n"
+               "  -h, --help             show this help\n"
+               "\n"
+               "exit status: 0 ok, 1 error, 2 bad arguments.\n");
+}
+
+static double thread_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void cpu_model(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        char *c = strchr(line, ':');
+        if (!c) break;
+        c++;
+        while (*c == ' ' || *c == '\t')
+            c++;
+        c[strcspn(c, "\n")] = '\0';
+        snprintf(buf, cap, "%s", c);
+        break;
+    }
+    fclose(f);
+}
+
+/* One benchmark configuration: a single phase, the default augmentation. */
+typedef struct {
+    pid_augment aug;
+    pid_aug_ctx ctx;
+    pid_aug_phase phase;
+    k_xrd_refl *refl;
+    int n_refl;
+    double seconds;
+} bench_cfg;
+
+typedef struct {
+    const bench_cfg *cfg;
+    uint64_t first; /* pattern indices first, first + 1, ... */
+    double t_end;   /* shared deadline */
+    int64_t done;
+    double cpu_s; /* this thread's CPU time */
+    pid_status st;
+    pid_error err;
+} bench_job;
+
+static void *bench_cpu_thread(void *arg)
+{
+    bench_job *j = arg;
+    const bench_cfg *c = j->cfg;
+    k_xrd_pattern pats[BENCH_BATCH];
+    pid_aug_label lab;
+    float *out = malloc(sizeof(float) * BENCH_BATCH * (size_t)c->ctx.grid.n_points);
+    if (!out) {
+        j->st = pid_fail(&j->err, PID_ERR_NOMEM, "bench: out of memory");
+        return NULL;
+    }
+    uint64_t idx = j->first;
+    const double c0 = thread_cpu_s();
+    while (now_s() < j->t_end) {
+        for (int i = 0; i < BENCH_BATCH; i++)
+            if ((j->st = pid_augment_draw(&c->aug, &c->ctx, 1, idx++, &pats[i], &lab, &j->err)))
+                goto done;
+        if ((j->st = k_xrd_render_cpu(NULL, &c->ctx.grid, c->refl, c->n_refl, pats, BENCH_BATCH,
+                                      out, &j->err)))
+            goto done;
+        j->done += BENCH_BATCH;
+    }
+done:
+    j->cpu_s = thread_cpu_s() - c0;
+    free(out);
+    return NULL;
+}
+
+/* rate: patterns per wall-clock second; per_cpu: patterns per CPU-second
+ * of the worker threads, i.e. per core actually used (the fair per-core
+ * figure when other processes share the machine). */
+static pid_status bench_cpu(const bench_cfg *c, int threads, double *rate, double *per_cpu,
+                            pid_error *err)
+{
+    bench_job *jobs = calloc((size_t)threads, sizeof *jobs);
+    pthread_t *tid = calloc((size_t)threads, sizeof *tid);
+    if (!jobs || !tid) {
+        free(jobs);
+        free(tid);
+        return pid_fail(err, PID_ERR_NOMEM, "bench: out of memory");
+    }
+    double t0 = now_s();
+    int started = 0;
+    for (int i = 0; i < threads; i++) {
+        jobs[i].cfg = c;
+        jobs[i].first = (uint64_t)i << 40;
+        jobs[i].t_end = t0 + c->seconds;
+        if (pthread_create(&tid[i], NULL, bench_cpu_thread, &jobs[i])) break;
+        started++;
+    }
+    int64_t total = 0;
+    double cpu = 0.0;
+    pid_status st = started ? PID_OK : pid_fail(err, PID_ERR_INTERNAL, "bench: no thread started");
+    for (int i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+        total += jobs[i].done;
+        cpu += jobs[i].cpu_s;
+        if (jobs[i].st && !st) {
+            st = jobs[i].st;
+            *err = jobs[i].err;
+        }
+    }
+    double el = now_s() - t0;
+    *rate = el > 0 ? (double)total / el : 0.0;
+    *per_cpu = cpu > 0 ? (double)total / cpu : 0.0;
+    free(jobs);
+    free(tid);
+    return st;
+}
+
+/* CUDA: patterns drawn on the host (not timed), rendered into device memory
+ * in batches of 4096; the time covers parameter upload and rendering. */
+static pid_status bench_cuda(const bench_cfg *c, pid_backend *be, double *rate, pid_error *err)
+{
+    const int batch = 4096;
+    const int p = c->ctx.grid.n_points;
+    pid_status st = PID_OK;
+    void *d_refl = NULL, *d_out = NULL;
+    k_xrd_pattern *pats = malloc(sizeof *pats * (size_t)batch);
+    pid_aug_label lab;
+    if (!pats) return pid_fail(err, PID_ERR_NOMEM, "bench: out of memory");
+    if ((st = pid_backend_alloc(be, &d_refl, sizeof(k_xrd_refl) * (size_t)c->n_refl, err)))
+        goto done;
+    if ((st = pid_backend_alloc(be, &d_out, sizeof(float) * (size_t)batch * (size_t)p, err)))
+        goto done;
+    if ((st = pid_backend_upload(be, d_refl, c->refl, sizeof(k_xrd_refl) * (size_t)c->n_refl, err)))
+        goto done;
+    for (int i = 0; i < batch; i++)
+        if ((st = pid_augment_draw(&c->aug, &c->ctx, 1, (uint64_t)i, &pats[i], &lab, err)))
+            goto done;
+    /* Warm-up launch (module load, shared-memory carve-out). */
+    if ((st = k_xrd_render(be, &c->ctx.grid, d_refl, c->n_refl, pats, batch, d_out, err)))
+        goto done;
+    int64_t total = 0;
+    double t0 = now_s(), el = 0.0;
+    while ((el = now_s() - t0) < c->seconds) {
+        if ((st = k_xrd_render(be, &c->ctx.grid, d_refl, c->n_refl, pats, batch, d_out, err)))
+            goto done;
+        total += batch;
+    }
+    *rate = el > 0 ? (double)total / el : 0.0;
+done:
+    pid_backend_free(be, d_refl);
+    pid_backend_free(be, d_out);
+    free(pats);
+    return st;
+}
+
+/* Families of s whose K-alpha1 peak lies in the grid. */
+static int families_in_range(const k_xrd_refl *r, int n, const pid_structure *s,
+                             const k_xrd_grid *g)
+{
+    double gs[3][3];
+    pid_structure_reciprocal_metric(s, gs);
+    double last = (double)g->x0 + (double)g->step * (g->n_points - 1);
+    int cnt = 0;
+    for (int i = 0; i < n; i++) {
+        double h[3] = {r[i].hkl[0], r[i].hkl[1], r[i].hkl[2]}, q = 0;
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                q += h[a] * gs[a][b] * h[b];
+        double sn = 1.540562 * sqrt(q) / 2;
+        if (sn >= 1) continue;
+        double tt = 2 * asin(sn) * 180 / M_PI;
+        cnt += tt >= g->x0 && tt <= last;
+    }
+    return cnt;
+}
+
+/* Set up cfg for structure s. */
+static pid_status bench_setup(const pid_structure *s, bench_cfg *c, int *fam, pid_error *err)
+{
+    pid_xrd_dataset_opts o;
+    pid_xrd_dataset_opts_default(&o);
+    memset(c, 0, sizeof *c);
+    c->aug = o.aug;
+    c->ctx.grid = o.grid;
+    c->ctx.source = o.source;
+    c->ctx.lp = o.lp;
+    double lam = o.source.wavelength_a[0];
+    double d_min = lam / (2.0 * sin(0.5 * 83.0 * M_PI / 180.0)) / (1.0 + c->aug.strain_max);
+    pid_status st = pid_xrd_reflections(s, d_min, 1, &c->refl, &c->n_refl, err);
+    if (st) return st;
+    c->phase.refl_offset = 0;
+    c->phase.refl_count = c->n_refl;
+    double cell[6] = {s->a, s->b, s->c, s->alpha, s->beta, s->gamma};
+    memcpy(c->phase.cell, cell, sizeof cell);
+    c->phase.cell_mass_amu = pid_structure_cell_mass(s);
+    c->phase.volume_a3 = pid_structure_volume(s);
+    c->ctx.phases = &c->phase;
+    c->ctx.n_phases = 1;
+    *fam = families_in_range(c->refl, c->n_refl, s, &c->ctx.grid);
+    return PID_OK;
+}
+
+static int is_file(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int bench_xrd(int argc, char **argv)
+{
+    const char *phase = NULL, *phases = "builtin", *device = "auto", *json = NULL;
+    long threads = 0;
+    double seconds = 3.0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            bench_usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, PROG ": %s: %s\n", o,
+                    strncmp(o, "--", 2) ? "unexpected argument" : "missing value");
+            return 2;
+        }
+        const char *v = argv[++i];
+        char *end = NULL;
+        errno = 0;
+        if (!strcmp(o, "--phase"))
+            phase = v;
+        else if (!strcmp(o, "--phases"))
+            phases = v;
+        else if (!strcmp(o, "--device"))
+            device = v;
+        else if (!strcmp(o, "--json"))
+            json = v;
+        else if (!strcmp(o, "--threads")) {
+            threads = strtol(v, &end, 10);
+            if (end == v || *end || errno || threads < 1 || threads > 4096) {
+                fprintf(stderr, PROG ": --threads %s: expected 1..4096\n", v);
+                return 2;
+            }
+        } else if (!strcmp(o, "--seconds")) {
+            seconds = strtod(v, &end);
+            if (end == v || *end || !isfinite(seconds) || seconds < 0.1 || seconds > 600) {
+                fprintf(stderr, PROG ": --seconds %s: expected 0.1..600\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, PROG ": unknown option %s (see --help)\n", o);
+            return 2;
+        }
+    }
+    if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto")) {
+        fprintf(stderr, PROG ": --device %s: expected cpu, cuda or auto\n", device);
+        return 2;
+    }
+
+    pid_error err;
+    pid_error_clear(&err);
+    pid_phaselib *lib = NULL;
+    pid_structure *cif = NULL;
+    int n_cif = 0, rc = 1, fam = 0;
+    const pid_structure *s = NULL;
+    bench_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    pid_backend *be = NULL;
+    FILE *jf = NULL;
+    if (phase && is_file(phase)) {
+        if (pid_cif_read(phase, &cif, &n_cif, &err)) {
+            fprintf(stderr, PROG ": --phase %s: %s\n", phase, err.msg);
+            return 1;
+        }
+        s = &cif[0];
+    } else {
+        if (pid_phaselib_load(phases, &lib, &err)) {
+            fprintf(stderr, PROG ": --phases %s: %s\n", phases, err.msg);
+            return 1;
+        }
+        if (phase) {
+            s = pid_phaselib_find(lib, phase);
+            if (!s) {
+                fprintf(stderr, PROG ": --phase %s: no such phase in %s (and no such file)\n",
+                        phase, pid_phaselib_dir(lib));
+                pid_phaselib_destroy(lib);
+                return 2;
+            }
+        } else {
+            /* The mid-size default: families in range closest to 150. */
+            int best = -1, best_d = 1 << 30;
+            for (int i = 0; i < pid_phaselib_count(lib); i++) {
+                bench_cfg c;
+                int f = 0;
+                if (bench_setup(pid_phaselib_get(lib, i), &c, &f, &err)) continue;
+                free(c.refl);
+                if (abs(f - 150) < best_d) best_d = abs(f - 150), best = i;
+            }
+            if (best < 0) {
+                fprintf(stderr, PROG ": no usable phase in %s\n", pid_phaselib_dir(lib));
+                goto out;
+            }
+            s = pid_phaselib_get(lib, best);
+        }
+    }
+    if (bench_setup(s, &cfg, &fam, &err)) {
+        fprintf(stderr, PROG ": %s: %s\n", s->name, err.msg);
+        goto out;
+    }
+    cfg.seconds = seconds;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1) online = 1;
+    int nt = threads > 0 ? (int)threads : (int)online;
+    char model[256];
+    cpu_model(model, sizeof model);
+
+    double r1 = 0, rn = 0, c1 = 0, cn = 0, rg = -1;
+    if (bench_cpu(&cfg, 1, &r1, &c1, &err) || bench_cpu(&cfg, nt, &rn, &cn, &err)) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        goto out;
+    }
+    char gdesc[256] = "";
+    int want_cuda = strcmp(device, "cpu") != 0;
+    if (want_cuda && (pid_backend_cuda_device_count() > 0 || !strcmp(device, "cuda"))) {
+        if (pid_backend_create(&be, "cuda", 0, &err)) {
+            fprintf(stderr, PROG ": %s\n", err.msg); /* the message names --device */
+            goto out;
+        }
+        snprintf(gdesc, sizeof gdesc, "%s", pid_backend_device_desc(be));
+        if (bench_cuda(&cfg, be, &rg, &err)) {
+            fprintf(stderr, PROG ": CUDA: %s\n", err.msg);
+            goto out;
+        }
+    }
+
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0) load[0] = -1;
+    printf("%-16s %-9s %-7s %-8s %-12s %-12s %-16s %s\n", "phase", "families", "points", "threads",
+           "patterns/s", "per core", "per CPU-second", "device");
+    printf("%-16s %-9d %-7d %-8d %-12.0f %-12.0f %-16.0f CPU: %s\n", s->name, fam,
+           cfg.ctx.grid.n_points, 1, r1, r1, c1, model);
+    printf("%-16s %-9d %-7d %-8d %-12.0f %-12.0f %-16.0f CPU: %s\n", s->name, fam,
+           cfg.ctx.grid.n_points, nt, rn, rn / nt, cn, model);
+    if (rg >= 0)
+        printf("%-16s %-9d %-7d %-8s %-12.0f %-12s %-16s %s\n", s->name, fam, cfg.ctx.grid.n_points,
+               "-", rg, "-", "-", gdesc);
+    printf("(per core = patterns/s / threads, wall clock; per CPU-second = patterns per second\n"
+           " of CPU time the workers got, robust to other load: load average %.2f, %ld cores)\n",
+           load[0], online);
+    if (json) {
+        jf = fopen(json, "w");
+        if (!jf) {
+            fprintf(stderr, PROG ": --json %s: cannot write\n", json);
+            goto out;
+        }
+        fprintf(jf,
+                "{\n  \"benchmark\": \"xrd_profile_throughput\",\n  \"phaseid_version\": \"%s\",\n"
+                "  \"phase\": \"%s\",\n  \"formula\": \"%s\",\n  \"families_in_range\": %d,\n"
+                "  \"reflections_table\": %d,\n  \"points\": %d,\n"
+                "  \"grid\": \"2-theta 10-80 deg step 0.01\",\n  \"source\": \"CuKa (Ka1+Ka2)\",\n"
+                "  \"augmentation\": \"defaults, all on\",\n  \"cpu_model\": \"%s\",\n"
+                "  \"cores_online\": %ld,\n  \"load_average_1min\": %.2f,\n"
+                "  \"seconds_per_run\": %g,\n  \"results\": [\n"
+                "    {\"device\": \"cpu\", \"threads\": 1, \"patterns_per_s\": %.1f, "
+                "\"patterns_per_s_per_core\": %.1f, \"patterns_per_cpu_second\": %.1f},\n"
+                "    {\"device\": \"cpu\", \"threads\": %d, \"patterns_per_s\": %.1f, "
+                "\"patterns_per_s_per_core\": %.1f, \"patterns_per_cpu_second\": %.1f}",
+                PHASEID_VERSION, s->name, s->formula, fam, cfg.n_refl, cfg.ctx.grid.n_points, model,
+                online, load[0], seconds, r1, r1, c1, nt, rn, rn / nt, cn);
+        if (rg >= 0)
+            fprintf(jf,
+                    ",\n    {\"device\": \"cuda\", \"description\": \"%s\", "
+                    "\"patterns_per_s\": %.1f}",
+                    gdesc, rg);
+        fprintf(jf, "\n  ]\n}\n");
+        if (fclose(jf)) {
+            jf = NULL;
+            fprintf(stderr, PROG ": --json %s: write failed\n", json);
+            goto out;
+        }
+        jf = NULL;
+    }
+    rc = 0;
+out:
+    if (jf) fclose(jf);
+    free(cfg.refl);
+    pid_backend_destroy(be);
+    pid_structure_array_destroy(cif, n_cif);
+    pid_phaselib_destroy(lib);
+    return rc;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: phaseid bench <what> [options]\n\n"
+                   "  xrd    XRD profile simulation throughput (patterns/s)\n\n"
+                   "Run 'phaseid bench xrd --help' for the options.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "xrd")) return bench_xrd(argc - 1, argv + 1);
+    fprintf(stderr, "phaseid bench: unknown benchmark '%s' (available: xrd)\n", argv[1]);
+    return 2;
+}

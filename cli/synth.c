@@ -1,0 +1,436 @@
+/* `phaseid synth`: simulated data. `phaseid synth xrd --sticks FILE.cif`
+ * prints a stick pattern (cli/synth_sticks.c); otherwise `phaseid synth xrd`
+ * writes an augmented synthetic XRD dataset (HDF5) from a phase library,
+ * with a progress bar on stderr. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "kernels/backend.h"
+#include "synth/phaselib.h"
+#include "synth/xrd_dataset.h"
+
+#define PROG "phaseid synth xrd"
+
+static void synth_usage(FILE *f)
+{
+    fprintf(f, "usage: phaseid synth <modality> [options]\n\n"
+               "modalities:\n"
+               "  xrd      powder X-ray diffraction: a synthetic training dataset (HDF5), or\n"
+               "           with --sticks FILE.cif the stick pattern of one structure\n\n"
+               "Run 'phaseid synth xrd --help' for the options.\n");
+}
+
+static void xrd_usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: phaseid synth xrd --phases DIR|builtin --n N --out FILE.h5 [options]\n"
+        "       phaseid synth xrd --sticks FILE.cif [options]   (see --sticks --help)\n"
+        "\n"
+        "Write N augmented powder XRD profiles of the phases of a library to an HDF5\n"
+        "file: /patterns (N x P float32, each row's maximum is 1), /axis (P), /labels\n"
+        "(phase index, -1 for mixtures), /multi_hot and /fractions (N x phases), /phases\n"
+        "and /formulas, and every setting below as attributes of the file. The same\n"
+        "settings and seed give the same file whatever --threads.\n"
+        "\n"
+        "required:\n"
+        "  --phases DIR|builtin  folder of *.cif files, or the built-in library\n"
+        "  --n N                 number of patterns (>= 1)\n"
+        "  --out FILE.h5         output file (overwritten)\n"
+        "\n"
+        "data:\n"
+        "  --seed S              random seed, a non-negative integer (default 0)\n"
+        "  --wavelength W        CuKa (K-alpha1 1.540562 + K-alpha2 1.544390 A, ratio 0.5,\n"
+        "                        default), CuKa1, MoKa, MoKa1, CoKa, CrKa, FeKa, AgKa, or a\n"
+        "                        wavelength in angstrom (a single line, e.g. 0.4133)\n"
+        "  --two-theta MIN:MAX:STEP  2-theta grid in degrees (default 10:80:0.01)\n"
+        "  --q MIN:MAX:STEP      Q grid in 1/angstrom instead (Q = 4 pi sin(theta) / lambda of\n"
+        "                        the first line; MAX below 4 pi / lambda)\n"
+        "  --mixtures K          phases per pattern drawn uniformly in 1..K (default 1: single\n"
+        "                        phase); K <= 8\n"
+        "  --min-fraction F      smallest weight fraction in a mixture (default 0.1)\n"
+        "  --lp MODE             Lorentz-polarization: lab (default), synchrotron, none\n"
+        "  --mono DEG            lab: monochromator 2-theta in degrees (default 0 = none)\n"
+        "  --polarization P      synchrotron: linear polarization fraction 0..1 (0.95)\n"
+        "  --no-debye-waller     ignore the files' B_iso / U_iso\n"
+        "\n"
+        "augmentation (ranges are MIN:MAX, drawn uniformly per pattern unless noted):\n"
+        "  --no-augment          clean patterns: no strain, shifts, size/strain broadening,\n"
+        "                        texture, background, impurities or noise; the instrument\n"
+        "                        takes the middle of its ranges\n"
+        "  --strain PCT          lattice strain up to +-PCT %% per free cell parameter, keeping\n"
+        "                        the crystal system (default 3)\n"
+        "  --zero-shift DEG      zero shift up to +-DEG degrees (default 0.3)\n"
+        "  --displacement S      sample displacement s/R up to +-S (default 0.002)\n"
+        "  --size MIN:MAX|off    crystallite size in nm (default 5:100)\n"
+        "  --microstrain MIN:MAX microstrain in %% (default 0:0.3)\n"
+        "  --texture RMIN:RMAX|off  March-Dollase r, axis random among [001] [100] [110]\n"
+        "                        [111] (default 0.5:1.5)\n"
+        "  --caglioti-u MIN:MAX, --caglioti-v MIN:MAX, --caglioti-w MIN:MAX\n"
+        "                        Caglioti U, V, W in deg^2 (defaults 0:0.02, -0.01:0,\n"
+        "                        0.001:0.01; V is raised where U tan^2 + V tan + W could\n"
+        "                        turn negative)\n"
+        "  --eta MIN:MAX         pseudo-Voigt Lorentzian fraction (default 0.2:0.8)\n"
+        "  --background FRAC     Chebyshev background up to FRAC of the maximum (0.1); 0 = off\n"
+        "  --bg-order MIN:MAX    Chebyshev order (default 2:4, at most 4)\n"
+        "  --hump MAX            amorphous hump height up to MAX of the maximum (0.05)\n"
+        "  --air MAX             1/x air scatter up to MAX of the maximum (0.05)\n"
+        "  --noise MIN:MAX       Gaussian noise sigma in %% of the maximum (default 0.5:1.5)\n"
+        "  --poisson MIN:MAX|off counts at the maximum, log-uniform (default 1000:100000)\n"
+        "  --impurities N        up to N unlabelled impurity peaks per pattern (default 0)\n"
+        "  --impurity-height MIN:MAX  their heights, fraction of the tallest peak (0.01:0.1)\n"
+        "\n"
+        "execution:\n"
+        "  --device cpu|cuda|auto  renderer (default auto: CUDA when a device is visible)\n"
+        "  --threads T           CPU worker threads (default: all cores)\n"
+        "  --batch B             patterns per block (default 256 CPU, 4096 CUDA)\n"
+        "  --quiet               no progress bar\n"
+        "  -h, --help            show this help\n"
+        "\n"
+        "exit status: 0 ok, 1 library, file or device error, 2 bad arguments.\n");
+}
+
+/* ------------------------------------------------------------- parsing */
+
+static int bad_arg(const char *opt, const char *val, const char *why)
+{
+    if (val)
+        fprintf(stderr, PROG ": %s %s: %s\n", opt, val, why);
+    else
+        fprintf(stderr, PROG ": %s: %s\n", opt, why);
+    return 2;
+}
+
+static int parse_num(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "A:B" or, when allow_off, "off" (-> 0:0). */
+static int parse_pair(const char *s, double *a, double *b, int allow_off)
+{
+    if (allow_off && !strcmp(s, "off")) {
+        *a = *b = 0.0;
+        return 0;
+    }
+    char buf[128];
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    char *c = strchr(buf, ':');
+    if (!c) return -1;
+    *c = '\0';
+    return parse_num(buf, a) || parse_num(c + 1, b) ? -1 : 0;
+}
+
+static int parse_triple(const char *s, double v[3])
+{
+    char buf[128];
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    char *p = buf;
+    for (int i = 0; i < 3; i++) {
+        char *c = strchr(p, ':');
+        if (i < 2 && !c) return -1;
+        if (i == 2 && c) return -1;
+        if (c) *c = '\0';
+        if (parse_num(p, &v[i])) return -1;
+        p = c ? c + 1 : p;
+    }
+    return 0;
+}
+
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Range option: both ends finite, min <= max. */
+static int range_opt(const char *opt, const char *val, pid_range *r, int allow_off, double scale)
+{
+    double a, b;
+    if (parse_pair(val, &a, &b, allow_off))
+        return bad_arg(opt, val,
+                       allow_off ? "expected MIN:MAX (numbers) or off"
+                                 : "expected MIN:MAX (finite numbers)");
+    if (a > b) return bad_arg(opt, val, "MIN must not exceed MAX");
+    r->lo = a * scale;
+    r->hi = b * scale;
+    return 0;
+}
+
+/* ---------------------------------------------------------- progress */
+
+typedef struct {
+    double t0, last;
+    int quiet;
+} progress_state;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void progress_cb(int64_t done, int64_t total, void *user)
+{
+    progress_state *ps = user;
+    if (ps->quiet) return;
+    double t = now_s();
+    if (done < total && t - ps->last < 0.2) return;
+    ps->last = t;
+    double el = t - ps->t0, rate = el > 0 ? (double)done / el : 0.0;
+    double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
+    int width = 30, fill = (int)((double)width * (double)done / (double)total);
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = '\0';
+    fprintf(stderr, "\r[%s] %lld/%lld  %.0f patterns/s  ETA %d:%02d   ", bar, (long long)done,
+            (long long)total, rate, (int)(eta / 60), (int)fmod(eta, 60.0));
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* ------------------------------------------------------------- command */
+
+static int synth_xrd(int argc, char **argv)
+{
+    const char *phases = NULL, *out = NULL, *device = "auto", *wave = "CuKa";
+    long long n = -1, threads = 0, batch = 0;
+    int quiet = 0, have_q = 0, have_tt = 0;
+    double grid[3] = {10.0, 80.0, 0.01};
+    pid_xrd_dataset_opts o;
+    pid_xrd_dataset_opts_default(&o);
+    pid_augment *a = &o.aug;
+
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
+            xrd_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(opt, "--no-augment")) {
+            a->enabled = 0;
+            continue;
+        }
+        if (!strcmp(opt, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (!strcmp(opt, "--no-debye-waller")) {
+            o.debye_waller = 0;
+            continue;
+        }
+        if (strncmp(opt, "--", 2) != 0) return bad_arg(opt, NULL, "unexpected argument");
+        if (i + 1 >= argc) return bad_arg(opt, NULL, "missing value");
+        const char *v = argv[++i];
+        double x;
+        long long k;
+        int rc = 0;
+        if (!strcmp(opt, "--phases"))
+            phases = v;
+        else if (!strcmp(opt, "--out"))
+            out = v;
+        else if (!strcmp(opt, "--device"))
+            device = v;
+        else if (!strcmp(opt, "--wavelength"))
+            wave = v;
+        else if (!strcmp(opt, "--n")) {
+            if (parse_int(v, 1, INT64_MAX / 2, &n))
+                return bad_arg(opt, v, "expected a whole number of patterns >= 1");
+        } else if (!strcmp(opt, "--seed")) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (end == v || *end || errno == ERANGE || v[0] == '-')
+                return bad_arg(opt, v, "expected a non-negative integer");
+            o.seed = (uint64_t)s;
+        } else if (!strcmp(opt, "--threads")) {
+            if (parse_int(v, 1, 4096, &threads)) return bad_arg(opt, v, "expected 1..4096");
+        } else if (!strcmp(opt, "--batch")) {
+            if (parse_int(v, 1, 1 << 20, &batch)) return bad_arg(opt, v, "expected 1..1048576");
+        } else if (!strcmp(opt, "--two-theta") || !strcmp(opt, "--q")) {
+            int q = !strcmp(opt, "--q");
+            if (parse_triple(v, grid)) return bad_arg(opt, v, "expected MIN:MAX:STEP (numbers)");
+            if (!(grid[0] >= 0.0)) return bad_arg(opt, v, "MIN must be >= 0");
+            if (!(grid[0] < grid[1])) return bad_arg(opt, v, "MIN must be smaller than MAX");
+            if (!(grid[2] > 0.0)) return bad_arg(opt, v, "STEP must be > 0");
+            if (!q && !(grid[1] < 180.0)) return bad_arg(opt, v, "MAX must be below 180 degrees");
+            double np = (grid[1] - grid[0]) / grid[2];
+            if (np + 1 > K_XRD_MAX_POINTS || np < 1)
+                return bad_arg(opt, v, "the grid must have 2..4194304 points");
+            if (q)
+                have_q = 1;
+            else
+                have_tt = 1;
+        } else if (!strcmp(opt, "--mixtures")) {
+            if (parse_int(v, 1, K_XRD_MAX_PHASES, &k))
+                return bad_arg(opt, v, "expected a number of phases 1..8");
+            a->mixtures_max = (int)k;
+        } else if (!strcmp(opt, "--min-fraction")) {
+            if (parse_num(v, &x) || x < 0 || x >= 1) return bad_arg(opt, v, "expected 0 <= F < 1");
+            a->min_fraction = x;
+        } else if (!strcmp(opt, "--lp")) {
+            if (!strcmp(v, "lab"))
+                o.lp.mode = PID_LP_LAB;
+            else if (!strcmp(v, "synchrotron"))
+                o.lp.mode = PID_LP_SYNCHROTRON;
+            else if (!strcmp(v, "none"))
+                o.lp.mode = PID_LP_NONE;
+            else
+                return bad_arg(opt, v, "expected lab, synchrotron or none");
+        } else if (!strcmp(opt, "--mono")) {
+            if (parse_num(v, &x) || x < 0 || x >= 180)
+                return bad_arg(opt, v, "expected degrees in [0, 180)");
+            o.lp.mono_two_theta_deg = x;
+        } else if (!strcmp(opt, "--polarization")) {
+            if (parse_num(v, &x) || x < 0 || x > 1) return bad_arg(opt, v, "expected 0..1");
+            o.lp.polarization = x;
+        } else if (!strcmp(opt, "--strain")) {
+            if (parse_num(v, &x) || x < 0 || x > 20) return bad_arg(opt, v, "expected 0..20 (%)");
+            a->strain_max = x / 100.0;
+        } else if (!strcmp(opt, "--zero-shift")) {
+            if (parse_num(v, &x) || x < 0 || x > 5) return bad_arg(opt, v, "expected 0..5 degrees");
+            a->zero_shift_max_deg = x;
+        } else if (!strcmp(opt, "--displacement")) {
+            if (parse_num(v, &x) || x < 0 || x > 0.05) return bad_arg(opt, v, "expected 0..0.05");
+            a->displacement_max = x;
+        } else if (!strcmp(opt, "--size"))
+            rc = range_opt(opt, v, &a->size_nm, 1, 1.0);
+        else if (!strcmp(opt, "--microstrain"))
+            rc = range_opt(opt, v, &a->microstrain, 0, 0.01);
+        else if (!strcmp(opt, "--texture")) {
+            rc = range_opt(opt, v, &a->texture_r, 1, 1.0);
+            if (!rc && a->texture_r.hi == 0.0) a->texture_r.lo = a->texture_r.hi = 1.0;
+        } else if (!strcmp(opt, "--caglioti-u"))
+            rc = range_opt(opt, v, &a->cag_u, 0, 1.0);
+        else if (!strcmp(opt, "--caglioti-v"))
+            rc = range_opt(opt, v, &a->cag_v, 0, 1.0);
+        else if (!strcmp(opt, "--caglioti-w"))
+            rc = range_opt(opt, v, &a->cag_w, 0, 1.0);
+        else if (!strcmp(opt, "--eta"))
+            rc = range_opt(opt, v, &a->eta, 0, 1.0);
+        else if (!strcmp(opt, "--background")) {
+            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            a->bg_max = x;
+        } else if (!strcmp(opt, "--bg-order")) {
+            double lo, hi;
+            if (parse_pair(v, &lo, &hi, 0) || lo != floor(lo) || hi != floor(hi) || lo < 0 ||
+                hi > 4 || lo > hi)
+                return bad_arg(opt, v, "expected MIN:MAX with 0 <= MIN <= MAX <= 4");
+            a->bg_order_min = (int)lo;
+            a->bg_order_max = (int)hi;
+        } else if (!strcmp(opt, "--hump")) {
+            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            a->hump_height.lo = 0.0;
+            a->hump_height.hi = x;
+        } else if (!strcmp(opt, "--air")) {
+            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            a->air_height.lo = 0.0;
+            a->air_height.hi = x;
+        } else if (!strcmp(opt, "--noise"))
+            rc = range_opt(opt, v, &a->noise_sigma, 0, 0.01);
+        else if (!strcmp(opt, "--poisson"))
+            rc = range_opt(opt, v, &a->poisson_counts, 1, 1.0);
+        else if (!strcmp(opt, "--impurities")) {
+            if (parse_int(v, 0, K_XRD_MAX_IMPURITIES, &k)) return bad_arg(opt, v, "expected 0..4");
+            a->impurities_max = (int)k;
+        } else if (!strcmp(opt, "--impurity-height"))
+            rc = range_opt(opt, v, &a->impurity_height, 0, 1.0);
+        else
+            return bad_arg(opt, NULL, "unknown option (see --help)");
+        if (rc) return rc;
+    }
+    if (have_q && have_tt) return bad_arg("--q", NULL, "give either --two-theta or --q, not both");
+    if (!phases) return bad_arg("--phases", NULL, "required (a folder of CIF files, or builtin)");
+    if (n < 1) return bad_arg("--n", NULL, "required (number of patterns)");
+    if (!out) return bad_arg("--out", NULL, "required (output .h5 file)");
+
+    pid_error err;
+    pid_error_clear(&err);
+    if (pid_xrd_source_parse(wave, &o.source, &err)) return bad_arg("--wavelength", wave, err.msg);
+    o.grid.axis = have_q ? K_XRD_AXIS_Q : K_XRD_AXIS_TWO_THETA;
+    o.grid.x0 = (float)grid[0];
+    o.grid.step = (float)grid[2];
+    o.grid.n_points = (int)floor((grid[1] - grid[0]) / grid[2] + 1e-6) + 1;
+    if (have_q && !(grid[1] < 4.0 * M_PI / o.source.wavelength_a[0]))
+        return bad_arg("--q", NULL, "MAX must be below 4 pi / lambda");
+    o.n = n;
+    o.threads = (int)threads;
+    o.batch = (int)batch;
+    if (pid_augment_validate(&o.aug, &err)) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        return 2;
+    }
+
+    /* The command line, stored in the file as provenance. */
+    char cmd[2048];
+    size_t used = (size_t)snprintf(cmd, sizeof cmd, "phaseid synth");
+    for (int i = 0; i < argc && used < sizeof cmd; i++)
+        used += (size_t)snprintf(cmd + used, sizeof cmd - used, " %s", argv[i]);
+    o.command = cmd;
+
+    pid_phaselib *lib = NULL;
+    pid_backend *be = NULL;
+    int rc = 0;
+    if (pid_phaselib_load(phases, &lib, &err)) {
+        fprintf(stderr, PROG ": --phases %s: %s\n", phases, err.msg);
+        return 1;
+    }
+    if (pid_backend_create(&be, device, (int)threads, &err)) {
+        fprintf(stderr, PROG ": %s\n", err.msg); /* the message names --device */
+        pid_phaselib_destroy(lib);
+        return err.code == PID_ERR_ARG ? 2 : 1;
+    }
+    progress_state ps = {now_s(), 0.0, quiet};
+    if (!quiet)
+        fprintf(stderr, PROG ": %lld patterns, %d points, %d phases, %s\n", n, o.grid.n_points,
+                pid_phaselib_count(lib), pid_backend_device_desc(be));
+    pid_status st = pid_xrd_dataset_write(lib, &o, be, out, progress_cb, &ps, &err);
+    if (st) {
+        if (!quiet) fputc('\n', stderr);
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        rc = st == PID_ERR_ARG ? 2 : 1;
+    } else if (!quiet) {
+        double el = now_s() - ps.t0;
+        fprintf(stderr, PROG ": wrote %s (%lld patterns in %.1f s, %.0f patterns/s)\n", out, n, el,
+                el > 0 ? (double)n / el : 0.0);
+    }
+    pid_backend_destroy(be);
+    pid_phaselib_destroy(lib);
+    return rc;
+}
+
+int cli_synth(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        synth_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "xrd") != 0) {
+        fprintf(stderr, "phaseid synth: unknown modality '%s' (available: xrd)\n", argv[1]);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--sticks")) return cli_synth_sticks(argc - 1, argv + 1);
+    return synth_xrd(argc - 1, argv + 1);
+}

@@ -1,0 +1,59 @@
+/* Synthetic XRD datasets: N augmented profiles of the phases of a library,
+ * rendered on the CPU (worker threads over pattern blocks) or on CUDA
+ * (batches through the CUDA renderer), written to HDF5 as they are made:
+ *   /patterns   float32 N x P   each row's maximum is 1
+ *   /axis       float32 P       2-theta (deg) or Q (1/angstrom), attribute axis_kind
+ *   /labels     int32   N       phase index, -1 for mixtures
+ *   /multi_hot  uint8   N x K   1 where a phase is present
+ *   /fractions  float32 N x K   weight fractions (rows sum to 1)
+ *   /phases, /formulas          K strings
+ * and every generator setting as attributes of the root group. The content
+ * depends only on the settings and the seed, not on threads or batch sizes
+ * (the device can change the last float bits: CUDA rounds differently). */
+#ifndef PID_XRD_DATASET_H
+#define PID_XRD_DATASET_H
+
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "synth/augment.h"
+#include "synth/phaselib.h"
+#include "synth/xrd.h"
+
+typedef struct {
+    int64_t n; /* patterns, >= 1 */
+    uint64_t seed;
+    k_xrd_grid grid; /* output axis */
+    pid_xrd_source source;
+    pid_lp lp;
+    int debye_waller; /* 1: sites' B_iso in |F|^2 */
+    pid_augment aug;
+    int threads;         /* CPU workers (0 = the backend's count) */
+    int batch;           /* patterns per block (0 = automatic) */
+    const char *command; /* command line, stored as provenance (may be NULL) */
+} pid_xrd_dataset_opts;
+
+/* Defaults: 1000 patterns, seed 0, 2-theta 10..80 deg step 0.01, CuKa, lab
+ * LP, Debye-Waller on, default augmentation, automatic threads and batch. */
+void pid_xrd_dataset_opts_default(pid_xrd_dataset_opts *o);
+
+/* Called after every block with patterns done so far (from one thread at a
+ * time); may be NULL. */
+typedef void (*pid_progress_fn)(int64_t done, int64_t total, void *user);
+
+/* Reflection table of a whole library for a grid/source: every phase's
+ * families down to the d-spacing the grid can reach (with room for strain,
+ * zero shift and the longest line), concatenated; phases[i] describes phase
+ * i for pid_augment_draw. Caller frees *refl and *phases. */
+pid_status pid_xrd_dataset_prepare(const pid_phaselib *lib, const k_xrd_grid *grid,
+                                   const pid_xrd_source *src, double strain_max, int debye_waller,
+                                   k_xrd_refl **refl, int *n_refl, pid_aug_phase **phases,
+                                   pid_error *err);
+
+/* Generate and write the dataset to out_path (created or truncated). be
+ * picks CPU or CUDA. On failure the partial file is removed. */
+pid_status pid_xrd_dataset_write(const pid_phaselib *lib, const pid_xrd_dataset_opts *o,
+                                 pid_backend *be, const char *out_path, pid_progress_fn progress,
+                                 void *user, pid_error *err);
+
+#endif
