@@ -3,7 +3,9 @@
  * symbol or space-group number), atom sites with occupancies, B/U isotropic
  * displacement, values with standard uncertainties ("5.4307(2)"), several
  * data blocks, oxidation-state type labels. Errors name the file and the
- * problem. */
+ * problem ("x.cif:12:4: CIF syntax error: ...", "x.cif: data_blk: missing
+ * _cell_length_b"). Input that is not text (NUL bytes) is refused before
+ * parsing; CIF 2.0 list/table values are ignored (never needed here). */
 #ifndef PID_CIF_H
 #define PID_CIF_H
 
