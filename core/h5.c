@@ -26,7 +26,7 @@ pid_status pid_h5_open_ro(const char *path, hid_t *fid, pid_error *err)
 }
 
 pid_status pid_h5_create_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
-                            hid_t *dset, pid_error *err)
+                            int deflate_level, hid_t *dset, pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t space = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
@@ -44,8 +44,10 @@ pid_status pid_h5_create_2d(hid_t loc, const char *name, hid_t type, int64_t row
     PID_H5_CHECK(space = H5Screate_simple(2, dims, NULL));
     PID_H5_CHECK(dcpl = H5Pcreate(H5P_DATASET_CREATE));
     PID_H5_CHECK(H5Pset_chunk(dcpl, 2, chunk));
-    PID_H5_CHECK(H5Pset_shuffle(dcpl));
-    PID_H5_CHECK(H5Pset_deflate(dcpl, 1));
+    if (deflate_level > 0) {
+        PID_H5_CHECK(H5Pset_shuffle(dcpl));
+        PID_H5_CHECK(H5Pset_deflate(dcpl, deflate_level > 9 ? 9 : (unsigned)deflate_level));
+    }
     PID_H5_CHECK(*dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT));
 fail:
     if (dcpl >= 0) H5Pclose(dcpl);

@@ -32,10 +32,11 @@ void pid_h5_quiet(void);
 pid_status pid_h5_create(const char *path, hid_t *fid, pid_error *err);
 pid_status pid_h5_open_ro(const char *path, hid_t *fid, pid_error *err);
 
-/* Create a chunked, gzip-compressed 2-D dataset of `type` (H5T_NATIVE_FLOAT,
- * H5T_NATIVE_UINT8, ...) with `rows` x `cols`; caller closes *dset. */
+/* Create a chunked 2-D dataset of `type` (H5T_NATIVE_FLOAT, H5T_NATIVE_UINT8,
+ * ...) with `rows` x `cols`, gzip-compressed (with byte shuffle) at
+ * deflate_level 1..9, uncompressed at 0; caller closes *dset. */
 pid_status pid_h5_create_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
-                            hid_t *dset, pid_error *err);
+                            int deflate_level, hid_t *dset, pid_error *err);
 /* Write rows [row0, row0+nrows) of a 2-D dataset from a contiguous buffer. */
 pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nrows, int64_t cols,
                              const void *buf, pid_error *err);

@@ -19,8 +19,8 @@ echo "== stick pattern of rutile (Cu K-alpha1, strongest peaks)"
 "$BIN" synth xrd --sticks data/phases/TiO2_136.cif --wavelength CuKa1 --two-theta 20:70 | head -8
 
 echo
-echo "== synthetic dataset: 20000 single-phase and mixture patterns, all augmentations on"
-"$BIN" synth xrd --phases builtin --n 20000 --mixtures 3 --seed 1 --out "$OUT/demo_xrd.h5"
+echo "== synthetic dataset: 10000 single-phase and mixture patterns, all augmentations on"
+"$BIN" synth xrd --phases builtin --n 10000 --mixtures 3 --seed 1 --out "$OUT/demo_xrd.h5"
 ls -l "$OUT/demo_xrd.h5"
 
 echo

@@ -323,6 +323,7 @@ static pid_status write_attrs(hid_t fid, const pid_xrd_dataset_opts *o, const pi
     TRY(pid_h5_attr_str(fid, "phaseid_version", PHASEID_VERSION, err));
     TRY(pid_h5_attr_str(fid, "command", o->command ? o->command : "", err));
     TRY(pid_h5_attr_i64(fid, "seed", (int64_t)o->seed, err));
+    TRY(pid_h5_attr_i64(fid, "compress_level", (int64_t)o->compress, err));
     TRY(pid_h5_attr_i64(fid, "n_patterns", o->n, err));
     TRY(pid_h5_attr_i64(fid, "n_points", g->n_points, err));
     TRY(pid_h5_attr_str(fid, "axis_kind",
@@ -440,9 +441,13 @@ pid_status pid_xrd_dataset_write(const pid_phaselib *lib, const pid_xrd_dataset_
 
     if ((st = pid_h5_create(out_path, &fid, err))) goto done;
     created = 1;
-    if ((st = pid_h5_create_2d(fid, "patterns", H5T_NATIVE_FLOAT, o->n, p, &d_pat, err))) goto done;
-    if ((st = pid_h5_create_2d(fid, "multi_hot", H5T_NATIVE_UINT8, o->n, k, &d_mh, err))) goto done;
-    if ((st = pid_h5_create_2d(fid, "fractions", H5T_NATIVE_FLOAT, o->n, k, &d_fr, err))) goto done;
+    if ((st = pid_h5_create_2d(fid, "patterns", H5T_NATIVE_FLOAT, o->n, p, o->compress, &d_pat,
+                               err)))
+        goto done;
+    if ((st = pid_h5_create_2d(fid, "multi_hot", H5T_NATIVE_UINT8, o->n, k, 1, &d_mh, err)))
+        goto done;
+    if ((st = pid_h5_create_2d(fid, "fractions", H5T_NATIVE_FLOAT, o->n, k, 1, &d_fr, err)))
+        goto done;
     if ((st = pid_h5_write_1d(fid, "axis", H5T_NATIVE_FLOAT, p, axis, err))) goto done;
     {
         hid_t ad = H5Dopen2(fid, "axis", H5P_DEFAULT);

@@ -30,6 +30,8 @@ typedef struct {
     pid_augment aug;
     int threads;         /* CPU workers (0 = the backend's count) */
     int batch;           /* patterns per block (0 = automatic) */
+    int compress;        /* gzip level 0..9 for /patterns (0 = none: noisy float32
+                            compresses ~20 % at ~20x the write time) */
     const char *command; /* command line, stored as provenance (may be NULL) */
 } pid_xrd_dataset_opts;
 

@@ -181,7 +181,8 @@ static void test_h5_roundtrip(void **state)
     close(fd);
     hid_t f, dset;
     assert_int_equal(pid_h5_create(path, &f, &err), PID_OK);
-    assert_int_equal(pid_h5_create_2d(f, "patterns", H5T_NATIVE_FLOAT, 10, 7, &dset, &err), PID_OK);
+    assert_int_equal(pid_h5_create_2d(f, "patterns", H5T_NATIVE_FLOAT, 10, 7, 1, &dset, &err),
+                     PID_OK);
     float rows[10 * 7];
     for (int i = 0; i < 70; i++)
         rows[i] = (float)i * 0.5f;
