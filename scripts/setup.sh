@@ -10,7 +10,7 @@ WANT_TEST=0
 
 # Debian packages the build needs (library -dev packages and tools).
 PKGS=(build-essential cmake pkg-config libhdf5-dev libcif-dev libsymspg-dev libxrl-dev
-      libcmocka-dev python3)
+      libcmocka-dev libopenblas-dev python3)
 # Test-only: clang + its runtime for libFuzzer and sanitizers, venv for peer tools.
 TEST_PKGS=(clang clang-format libclang-rt-14-dev python3-venv git)
 
@@ -33,7 +33,8 @@ if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
 
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.cmake.log" 2>&1 ||
-  { cat "$BUILD.cmake.log"; exit 1; }
-grep -E "phaseid: CUDA backend" "$BUILD.cmake.log" || true
+mkdir -p "$BUILD"
+LOG="$BUILD/configure.log"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$LOG" 2>&1 || { cat "$LOG"; exit 1; }
+grep -E "phaseid: CUDA backend" "$LOG" || true
 cmake --build "$BUILD" -j"$(nproc)"
