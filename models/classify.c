@@ -1,0 +1,382 @@
+/* Inference with a trained model file: cls_open builds the stored spec on a
+ * backend with the stored weights; cls_prepare_* put patterns on the model
+ * grid; cls_run gives probabilities, fractions and the energy unknown score. */
+#include "models/classify.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "models/net.h"
+#include "models/spec.h"
+
+/* SNIP half windows for the model's background removal (same 1.5 deg as the
+ * physics baseline in synth/match.c; ~the same width in Q near 45 deg Cu). */
+#define CLS_BG_WINDOW_DEG 1.5
+#define CLS_BG_WINDOW_Q 0.1
+
+struct cls_classifier {
+    mf_model *model;
+    net_spec *spec;
+    pid_backend *be;
+    net *net;
+    int max_batch;
+    int64_t frame_size;
+    float *logits;   /* host [max_batch, K] */
+    float *flogits;  /* host [max_batch, K], NULL without a fractions head */
+    double *scratch; /* host [K] */
+};
+
+pid_status cls_open(cls_classifier **out, const char *model_path, const char *device, int max_batch,
+                    pid_error *err)
+{
+    *out = NULL;
+    if (max_batch < 1) return pid_fail(err, PID_ERR_ARG, "classify: max_batch %d < 1", max_batch);
+    cls_classifier *c = calloc(1, sizeof *c);
+    if (!c) return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+    pid_status st = mf_load(model_path, &c->model, err);
+    if (st) goto fail;
+    const mf_model *m = c->model;
+    if ((st = net_spec_parse(m->arch_spec, &c->spec, err)) ||
+        (st = net_spec_build(c->spec, &m->input, m->n_classes, err))) {
+        pid_error_prefix(err, "%s: ", model_path);
+        goto fail;
+    }
+    if ((st = pid_backend_create(&c->be, device ? device : "auto", 0, err))) goto fail;
+    if ((st = net_create(&c->net, c->spec, c->be, max_batch, 0, err)) ||
+        (st = net_set_params(c->net, m->params, m->buffers, err))) {
+        pid_error_prefix(err, "%s: ", model_path);
+        goto fail;
+    }
+    c->max_batch = max_batch;
+    c->frame_size = net_input_count(c->net);
+    size_t k = (size_t)m->n_classes;
+    c->logits = malloc((size_t)max_batch * k * sizeof *c->logits);
+    c->scratch = malloc(k * sizeof *c->scratch);
+    if (net_has_fractions(c->net)) c->flogits = malloc((size_t)max_batch * k * sizeof *c->flogits);
+    if (!c->logits || !c->scratch || (net_has_fractions(c->net) && !c->flogits)) {
+        st = pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+        goto fail;
+    }
+    *out = c;
+    return PID_OK;
+fail:
+    cls_close(c);
+    return st;
+}
+
+void cls_close(cls_classifier *c)
+{
+    if (!c) return;
+    net_destroy(c->net);
+    pid_backend_destroy(c->be);
+    net_spec_destroy(c->spec);
+    mf_model_destroy(c->model);
+    free(c->logits);
+    free(c->flogits);
+    free(c->scratch);
+    free(c);
+}
+
+const mf_model *cls_model(const cls_classifier *c)
+{
+    return c->model;
+}
+int64_t cls_frame_size(const cls_classifier *c)
+{
+    return c->frame_size;
+}
+const char *cls_device_name(const cls_classifier *c)
+{
+    return pid_backend_name(c->be);
+}
+
+/* ------------------------------------------------------------ preprocessing */
+
+/* Background removal and normalization over frame[lo, hi) (the covered part;
+ * the rest is already 0). */
+static pid_status preprocess(const cls_classifier *c, float *frame, int64_t lo, int64_t hi,
+                             pid_error *err)
+{
+    const mf_model *m = c->model;
+    int64_t n = hi - lo;
+    for (int64_t i = lo; i < hi; i++)
+        if (!isfinite(frame[i]))
+            return pid_fail(err, PID_ERR_FORMAT, "classify: non-finite intensity at point %lld",
+                            (long long)i);
+    if (m->background_removal && n >= 3) {
+        double win = m->grid.axis == 1 ? CLS_BG_WINDOW_Q : CLS_BG_WINDOW_DEG;
+        int half_w = (int)ceil(win / m->grid.step);
+        float *bg = malloc((size_t)n * sizeof *bg);
+        if (!bg) return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+        pid_status st = pid_snip_background(frame + lo, (int)n, half_w < 1 ? 1 : half_w, bg, err);
+        if (st) {
+            free(bg);
+            return st;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            float v = frame[lo + i] - bg[i];
+            frame[lo + i] = v > 0 ? v : 0;
+        }
+        free(bg);
+    }
+    double mx = -INFINITY, mn = INFINITY, sum = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        mx = fmax(mx, frame[i]);
+        mn = fmin(mn, frame[i]);
+        sum += frame[i];
+    }
+    /* Flat: no structure left for the network (constant, or all zero). */
+    if (!(n > 0) || !(mx > mn) || !(mx > 0))
+        return pid_fail(err, PID_ERR_FORMAT, "classify: the pattern is flat%s",
+                        m->background_removal ? " after background removal" : "");
+    double scale = 1.0;
+    if (m->normalization == MF_NORM_MAX)
+        scale = 1.0 / mx;
+    else if (m->normalization == MF_NORM_AREA)
+        scale = sum > 0 ? 1.0 / sum : 1.0;
+    if (scale != 1.0)
+        for (int64_t i = lo; i < hi; i++)
+            frame[i] = (float)(frame[i] * scale);
+    return PID_OK;
+}
+
+pid_status cls_prepare_frame(const cls_classifier *c, const float *in, float *frame, pid_error *err)
+{
+    if (in != frame) memcpy(frame, in, (size_t)c->frame_size * sizeof *frame);
+    return preprocess(c, frame, 0, c->frame_size, err);
+}
+
+pid_status cls_prepare_xy(const cls_classifier *c, const pid_xy *xy,
+                          const double *meas_wavelength_a, float *frame, pid_error *err)
+{
+    const mf_grid *g = &c->model->grid;
+    const double lam_model = g->wavelength_a[0];
+    if (c->frame_size != g->n_points)
+        return pid_fail(err, PID_ERR_UNSUPPORTED,
+                        "classify: the model's input (%lld values) is not one channel on its "
+                        "grid (%lld points)",
+                        (long long)c->frame_size, (long long)g->n_points);
+    if (!xy || xy->n < 2) return pid_fail(err, PID_ERR_FORMAT, "classify: fewer than 2 points");
+    for (int i = 0; i < xy->n; i++)
+        if (!isfinite(xy->x[i]) || !isfinite(xy->y[i]))
+            return pid_fail(err, PID_ERR_FORMAT, "classify: non-finite value at point %d", i);
+    if (meas_wavelength_a && !(isfinite(*meas_wavelength_a) && *meas_wavelength_a > 0))
+        return pid_fail(err, PID_ERR_ARG, "classify: measurement wavelength %g A (need > 0)",
+                        *meas_wavelength_a);
+
+    /* Convert x to the model's axis, dropping points the model cannot see
+     * (2-theta beyond 180 deg at the model's wavelength). */
+    int convert = 0;
+    if (meas_wavelength_a)
+        convert = g->axis == 1 || fabs(*meas_wavelength_a - lam_model) > 1e-9 * lam_model;
+    pid_xy conv = {0, NULL, NULL, NULL};
+    const pid_xy *src = xy;
+    if (convert) {
+        conv.x = malloc((size_t)xy->n * sizeof *conv.x);
+        conv.y = malloc((size_t)xy->n * sizeof *conv.y);
+        if (!conv.x || !conv.y) {
+            free(conv.x);
+            free(conv.y);
+            return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+        }
+        const double lam = *meas_wavelength_a, deg = M_PI / 180.0;
+        for (int i = 0; i < xy->n; i++) {
+            if (!(xy->x[i] > 0 && xy->x[i] < 180)) continue;
+            double s = sin(0.5 * xy->x[i] * deg);
+            double x;
+            if (g->axis == 1) {
+                x = 4.0 * M_PI * s / lam; /* Q depends on the angle and wavelength only */
+            } else {
+                double a = lam_model / lam * s;
+                if (!(a < 1.0)) break; /* monotonic in x: nothing further fits */
+                x = 2.0 * asin(a) / deg;
+            }
+            if (conv.n > 0 && !(x > conv.x[conv.n - 1])) continue;
+            conv.x[conv.n] = x;
+            conv.y[conv.n] = xy->y[i];
+            conv.n++;
+        }
+        src = &conv;
+    }
+
+    pid_status st = PID_OK;
+    const int64_t n = c->frame_size;
+    int64_t lo = n, hi = 0;
+    if (src->n >= 2) {
+        const double xa = src->x[0], xb = src->x[src->n - 1];
+        for (int64_t j = 0; j < n; j++) {
+            double x = g->x0 + (double)j * g->step;
+            if (x >= xa && x <= xb) {
+                if (j < lo) lo = j;
+                hi = j + 1;
+            }
+        }
+    }
+    double coverage = hi > lo ? (double)(hi - lo) / (double)n : 0.0;
+    if (coverage < CLS_MIN_COVERAGE) {
+        st = pid_fail(err, PID_ERR_FORMAT,
+                      "classify: the pattern covers %.0f %% of the model's range %g..%g %s "
+                      "(need %.0f %%)",
+                      100.0 * coverage, g->x0, g->x0 + (double)(n - 1) * g->step,
+                      g->axis == 1 ? "1/A" : "deg 2-theta", 100.0 * CLS_MIN_COVERAGE);
+        goto done;
+    }
+    pid_xy_resample(src, g->x0, g->step, (int)n, 0.0, frame);
+    st = preprocess(c, frame, lo, hi, err);
+done:
+    free(conv.x);
+    free(conv.y);
+    return st;
+}
+
+/* ------------------------------------------------------------------ results */
+
+pid_status cls_results_create(cls_results **out, const cls_classifier *c, int capacity,
+                              pid_error *err)
+{
+    *out = NULL;
+    if (capacity < 1) return pid_fail(err, PID_ERR_ARG, "classify: capacity %d < 1", capacity);
+    cls_results *r = calloc(1, sizeof *r);
+    if (!r) return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+    size_t nk = (size_t)capacity * (size_t)c->model->n_classes;
+    r->capacity = capacity;
+    r->n_classes = c->model->n_classes;
+    r->prob = malloc(nk * sizeof *r->prob);
+    r->order = malloc(nk * sizeof *r->order);
+    r->present = malloc(nk * sizeof *r->present);
+    r->fraction = malloc(nk * sizeof *r->fraction);
+    r->unknown_score = malloc((size_t)capacity * sizeof *r->unknown_score);
+    r->unknown = malloc((size_t)capacity * sizeof *r->unknown);
+    if (!r->prob || !r->order || !r->present || !r->fraction || !r->unknown_score || !r->unknown) {
+        cls_results_destroy(r);
+        return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+    }
+    *out = r;
+    return PID_OK;
+}
+
+void cls_results_destroy(cls_results *r)
+{
+    if (!r) return;
+    free(r->prob);
+    free(r->order);
+    free(r->present);
+    free(r->fraction);
+    free(r->unknown_score);
+    free(r->unknown);
+    free(r);
+}
+
+/* Energy score -T * logsumexp(z / T), computed stably. models/calib.h may
+ * later provide the shared definition; this one must stay identical to it. */
+static double energy_score(const float *z, int64_t k, double t)
+{
+    double mx = -INFINITY;
+    for (int64_t i = 0; i < k; i++)
+        mx = fmax(mx, z[i] / t);
+    double s = 0;
+    for (int64_t i = 0; i < k; i++)
+        s += exp(z[i] / t - mx);
+    return -t * (mx + log(s));
+}
+
+/* order[] = 0..k-1 sorted by decreasing p (insertion sort: k is small and
+ * the order must be stable so ties keep the lower class index first). */
+static void sort_desc(const float *p, int32_t *order, int64_t k)
+{
+    for (int64_t i = 0; i < k; i++) {
+        int32_t v = (int32_t)i;
+        int64_t j = i;
+        while (j > 0 && p[order[j - 1]] < p[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+}
+
+static void postprocess(const cls_classifier *c, const float *z, const float *fz, cls_results *r,
+                        int f)
+{
+    const mf_model *m = c->model;
+    const int64_t k = m->n_classes;
+    const double t = m->temperature;
+    float *p = r->prob + (size_t)f * (size_t)k;
+    int32_t *order = r->order + (size_t)f * (size_t)k;
+    uint8_t *present = r->present + (size_t)f * (size_t)k;
+    float *frac = r->fraction + (size_t)f * (size_t)k;
+
+    if (m->head == NET_HEAD_SOFTMAX) {
+        double mx = -INFINITY, s = 0;
+        for (int64_t i = 0; i < k; i++)
+            mx = fmax(mx, z[i] / t);
+        for (int64_t i = 0; i < k; i++)
+            s += (c->scratch[i] = exp(z[i] / t - mx));
+        for (int64_t i = 0; i < k; i++)
+            p[i] = (float)(c->scratch[i] / s);
+    } else {
+        for (int64_t i = 0; i < k; i++)
+            p[i] = (float)(1.0 / (1.0 + exp(-z[i] / t)));
+    }
+    sort_desc(p, order, k);
+    int n_present = 0;
+    for (int64_t i = 0; i < k; i++) {
+        present[i] =
+            (i == order[0]) || (m->head == NET_HEAD_SIGMOID && p[i] >= (float)CLS_PRESENT_PROB);
+        n_present += present[i];
+    }
+    if (fz) {
+        /* Softmax of the fraction logits restricted to the present classes. */
+        double mx = -INFINITY, s = 0;
+        for (int64_t i = 0; i < k; i++)
+            if (present[i]) mx = fmax(mx, fz[i]);
+        for (int64_t i = 0; i < k; i++)
+            s += (c->scratch[i] = present[i] ? exp(fz[i] - mx) : 0.0);
+        for (int64_t i = 0; i < k; i++)
+            frac[i] = (float)(c->scratch[i] / s);
+    } else {
+        for (int64_t i = 0; i < k; i++)
+            frac[i] = !present[i] ? 0.0f : n_present == 1 ? 1.0f : NAN;
+    }
+    r->unknown_score[f] = energy_score(z, k, t);
+    r->unknown[f] = r->unknown_score[f] > m->unknown_threshold;
+}
+
+pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *results,
+                   pid_error *err)
+{
+    if (n < 0 || n > results->capacity || results->n_classes != c->model->n_classes)
+        return pid_fail(err, PID_ERR_ARG, "classify: %d frames for results of capacity %d", n,
+                        results->capacity);
+    const int64_t k = c->model->n_classes;
+    const size_t fs = (size_t)c->frame_size;
+    results->n = 0;
+    for (int f0 = 0; f0 < n; f0 += c->max_batch) {
+        int b = n - f0 < c->max_batch ? n - f0 : c->max_batch;
+        float *x = net_input_buffer(c->net);
+        pid_status st;
+        if ((st = pid_backend_upload(c->be, x, frames + (size_t)f0 * fs,
+                                     (size_t)b * fs * sizeof(float), err)) ||
+            (st = net_forward(c->net, x, b, 0, err)) ||
+            (st = pid_backend_download(c->be, c->logits, net_logits(c->net),
+                                       (size_t)b * (size_t)k * sizeof(float), err)))
+            return st;
+        if (c->flogits && (st = pid_backend_download(c->be, c->flogits, net_fraction_logits(c->net),
+                                                     (size_t)b * (size_t)k * sizeof(float), err)))
+            return st;
+        if ((st = pid_backend_sync(c->be, err))) return st;
+        for (int i = 0; i < b; i++) {
+            const float *z = c->logits + (size_t)i * (size_t)k;
+            for (int64_t j = 0; j < k; j++)
+                if (!isfinite(z[j]))
+                    return pid_fail(err, PID_ERR_INTERNAL,
+                                    "classify: non-finite logit for frame %d", f0 + i);
+            postprocess(c, z, c->flogits ? c->flogits + (size_t)i * (size_t)k : NULL, results,
+                        f0 + i);
+        }
+    }
+    results->n = n;
+    return PID_OK;
+}

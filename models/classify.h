@@ -1,0 +1,112 @@
+/* Inference with a trained model file: loads it onto a backend, brings
+ * measured patterns onto its input grid (wavelength conversion, resampling,
+ * preprocessing) and turns logits into probabilities, fractions, unknown score. */
+#ifndef PID_MODELS_CLASSIFY_H
+#define PID_MODELS_CLASSIFY_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "models/modelfile.h"
+#include "synth/xy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A pattern covering less than this fraction of the model's grid is refused. */
+#define CLS_MIN_COVERAGE 0.5
+/* Probability from which a class counts as present (sigmoid heads; softmax
+ * heads always predict their top class). */
+#define CLS_PRESENT_PROB 0.5
+
+typedef struct cls_classifier cls_classifier;
+
+/* Results of cls_run for up to `capacity` frames, a plain record owned by the
+ * caller (cls_results_create / cls_results_destroy). Row f of each [n, K]
+ * array belongs to frame f; K = n_classes.
+ *   prob        calibrated probabilities: softmax(z / T) for softmax heads
+ *               (rows sum to 1), sigmoid(z / T) per class for sigmoid heads
+ *   order       class indices by decreasing probability (ties: lower index)
+ *   present     1 for the predicted phases: the top class, plus (sigmoid
+ *               heads) every class with prob >= CLS_PRESENT_PROB
+ *   fraction    phase fractions: the fractions head's softmax renormalized
+ *               over the present classes; without that head 1.0 for a single
+ *               present class and NaN (unknown) when several are present;
+ *               0 for absent classes
+ *   unknown_score  energy -T * logsumexp(z / T) of the head logits (higher =
+ *               less like the training phases)
+ *   unknown     1 when unknown_score > the model's unknown_threshold */
+typedef struct {
+    int capacity;
+    int n; /* frames filled by the last cls_run */
+    int64_t n_classes;
+    float *prob;
+    int32_t *order;
+    uint8_t *present;
+    float *fraction;
+    double *unknown_score;
+    uint8_t *unknown;
+} cls_results;
+
+/* Load the model file at `model_path` (mf_load: every field validated), build
+ * its spec on the input shape and class count, create the network on backend
+ * `device` ("cpu", "cuda", "auto"; NULL = "auto") for batches up to max_batch
+ * (>= 1) and load its weights. On success *out is owned by the caller
+ * (cls_close); on failure *out is NULL, nothing leaks, and err names the file
+ * and the problem (status from mf_load, net_spec_*, pid_backend_create,
+ * net_create). */
+pid_status cls_open(cls_classifier **out, const char *model_path, const char *device, int max_batch,
+                    pid_error *err);
+
+/* Free everything; accepts NULL. */
+void cls_close(cls_classifier *c);
+
+/* The loaded model (owned by c, valid until cls_close); values per frame
+ * (the input shape's count); the backend's name ("cpu" / "cuda"). */
+const mf_model *cls_model(const cls_classifier *c);
+int64_t cls_frame_size(const cls_classifier *c);
+const char *cls_device_name(const cls_classifier *c);
+
+/* Bring a measured pattern onto the model's input: frame[cls_frame_size]
+ * (caller-owned) gets the pattern linearly resampled onto the model grid
+ * (points outside the measured range are 0), then background removal (SNIP,
+ * half window 1.5 deg 2-theta or 0.1 1/A in Q) when the model asks for it,
+ * then the model's normalization (max: divide by the largest value; area:
+ * by the sum).
+ * meas_wavelength_a: wavelength (angstrom) of the measurement, whose x is
+ * then 2-theta in degrees; it is converted through the d-spacing to the
+ * model's first line, 2t' = 2 asin(lambda_model / lambda_meas * sin t), or to
+ * Q = 4 pi sin(t) / lambda_meas for a Q model. NULL: x is already on the
+ * model's axis at the model's wavelength.
+ * Refuses (PID_ERR_FORMAT, frame unspecified): non-finite x or y, a pattern
+ * whose (converted) range covers less than CLS_MIN_COVERAGE of the model grid,
+ * a flat pattern (nothing left to normalize). PID_ERR_ARG for a bad
+ * wavelength. */
+pid_status cls_prepare_xy(const cls_classifier *c, const pid_xy *xy,
+                          const double *meas_wavelength_a, float *frame, pid_error *err);
+
+/* Preprocess a pattern that is already on the model grid (a row of an HDF5
+ * stack): background removal and normalization as above, from in[] into
+ * frame[] (both cls_frame_size floats; may alias). Refuses non-finite values
+ * and flat patterns (PID_ERR_FORMAT). */
+pid_status cls_prepare_frame(const cls_classifier *c, const float *in, float *frame,
+                             pid_error *err);
+
+/* Results for up to `capacity` (>= 1) frames of c's model; *out is owned by
+ * the caller (cls_results_destroy, which accepts NULL). */
+pid_status cls_results_create(cls_results **out, const cls_classifier *c, int capacity,
+                              pid_error *err);
+void cls_results_destroy(cls_results *r);
+
+/* Classify n frames (host memory, n x cls_frame_size floats, prepared by
+ * cls_prepare_*; n <= results->capacity), in batches of the max_batch given
+ * to cls_open, with inference-mode forwards (BN running stats, no dropout).
+ * Fills results rows 0..n-1 and sets results->n = n. */
+pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *results,
+                   pid_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
