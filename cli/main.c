@@ -9,8 +9,9 @@ static const cli_command commands[] = {
     {"synth", "simulate XRD sticks or write a synthetic dataset", cli_synth},
     {"match", "rank reference phases against measured patterns (physics baseline)", cli_match},
     {"bench", "measure simulator throughput", cli_bench},
-    {"classify", "identify the phases of measured patterns with a trained model", cli_classify},
     {"arch", "parameters and FLOPs per frame of a network spec", cli_arch},
+    {"train", "train a phase-identification network on simulated patterns", cli_train},
+    {"classify", "identify the phases of measured patterns with a trained model", cli_classify},
 };
 
 static void usage(FILE *f)

@@ -264,6 +264,7 @@ static K_XRD_HD float k_xrd_sqrt(float x)
 #ifdef __CUDA_ARCH__
     return sqrtf(x);
 #else
+    x = x > 0.0f ? x : 0.0f; /* -0.0 would overflow the integer trick */
     float y = k_xrd_i2f(0x5f3759df - (k_xrd_f2i(x) >> 1));
     float hx = 0.5f * x;
     y = y * (1.5f - hx * y * y);
@@ -765,6 +766,9 @@ static K_XRD_HD float k_xrd_bg_at(const k_xrd_bg *bg, float j)
 static K_XRD_HD void k_xrd_box_muller(uint32_t a, uint32_t b, float *n0, float *n1)
 {
     float rr = -2.0f * k_xrd_log(pid_u01f(a));
+    /* A draw of exactly 1 gives -0.0, whose sign bit would overflow the
+     * integer trick below; clamp (a select, so it still vectorizes). */
+    rr = rr > 0.0f ? rr : 0.0f;
 #ifdef __CUDA_ARCH__
     float r = sqrtf(rr);
 #else

@@ -497,3 +497,97 @@ done:
     free(phases);
     return st;
 }
+
+/* ----------------------------------------------- in-memory batch generator */
+
+struct pid_xrd_gen {
+    pid_xrd_dataset_opts o;
+    pid_aug_ctx ctx;
+    k_xrd_refl *refl;
+    int n_refl;
+    pid_aug_phase *phases;
+    int n_phases;
+};
+
+void pid_xrd_gen_destroy(pid_xrd_gen *g)
+{
+    if (!g) return;
+    free(g->refl);
+    free(g->phases);
+    free(g);
+}
+
+pid_status pid_xrd_gen_create(pid_xrd_gen **out, const pid_phaselib *lib,
+                              const pid_xrd_dataset_opts *o, pid_error *err)
+{
+    pid_status st;
+    *out = NULL;
+    const int k = lib ? pid_phaselib_count(lib) : 0;
+    if (k < 1) return pid_fail(err, PID_ERR_ARG, "generator: the phase library is empty");
+    if ((st = pid_augment_validate(&o->aug, err))) return st;
+    if (o->source.n_lines < 1 || o->source.n_lines > K_XRD_MAX_LINES)
+        return pid_fail(err, PID_ERR_ARG, "generator: source has %d lines", o->source.n_lines);
+    if ((st = k_xrd_render_validate(&o->grid, NULL, 0, NULL, 0, err))) return st;
+    pid_xrd_gen *g = calloc(1, sizeof *g);
+    if (!g) return pid_fail(err, PID_ERR_NOMEM, "generator: out of memory");
+    g->o = *o;
+    g->o.command = NULL; /* not owned; not needed */
+    st =
+        pid_xrd_dataset_prepare(lib, &o->grid, &o->source, o->aug.enabled ? o->aug.strain_max : 0.0,
+                                o->debye_waller, &g->refl, &g->n_refl, &g->phases, err);
+    if (st) {
+        free(g);
+        return st;
+    }
+    g->n_phases = k;
+    g->ctx.phases = g->phases;
+    g->ctx.n_phases = k;
+    g->ctx.grid = o->grid;
+    g->ctx.source = o->source;
+    g->ctx.lp = o->lp;
+    k_xrd_pattern probe;
+    pid_aug_label lab;
+    st = pid_augment_draw(&g->o.aug, &g->ctx, o->seed, 0, &probe, &lab, err);
+    if (!st) st = k_xrd_render_validate(&o->grid, g->refl, g->n_refl, &probe, 1, err);
+    if (st) {
+        pid_xrd_gen_destroy(g);
+        return st;
+    }
+    *out = g;
+    return PID_OK;
+}
+
+int pid_xrd_gen_n_points(const pid_xrd_gen *g)
+{
+    return g->ctx.grid.n_points;
+}
+int pid_xrd_gen_n_phases(const pid_xrd_gen *g)
+{
+    return g->n_phases;
+}
+
+pid_status pid_xrd_generate(const pid_xrd_gen *g, uint64_t index0, int n, float *patterns,
+                            int32_t *labels, float *multi_hot, float *fractions, pid_error *err)
+{
+    if (n < 1 || !patterns) return pid_fail(err, PID_ERR_ARG, "generator: bad batch (n %d)", n);
+    const int k = g->n_phases;
+    k_xrd_pattern *pats = malloc(sizeof *pats * (size_t)n);
+    if (!pats) return pid_fail(err, PID_ERR_NOMEM, "generator: out of memory for %d patterns", n);
+    if (multi_hot) memset(multi_hot, 0, sizeof(float) * (size_t)n * (size_t)k);
+    if (fractions) memset(fractions, 0, sizeof(float) * (size_t)n * (size_t)k);
+    pid_status st = PID_OK;
+    for (int i = 0; i < n && !st; i++) {
+        pid_aug_label lab;
+        st = pid_augment_draw(&g->o.aug, &g->ctx, g->o.seed, index0 + (uint64_t)i, &pats[i], &lab,
+                              err);
+        if (st) break;
+        if (labels) labels[i] = lab.n == 1 ? lab.phase[0] : -1;
+        for (int c = 0; c < lab.n; c++) {
+            if (multi_hot) multi_hot[(size_t)i * k + lab.phase[c]] = 1.0f;
+            if (fractions) fractions[(size_t)i * k + lab.phase[c]] = lab.fraction[c];
+        }
+    }
+    if (!st) st = k_xrd_render_cpu(NULL, &g->ctx.grid, g->refl, g->n_refl, pats, n, patterns, err);
+    free(pats);
+    return st;
+}

@@ -58,4 +58,34 @@ pid_status pid_xrd_dataset_write(const pid_phaselib *lib, const pid_xrd_dataset_
                                  pid_backend *be, const char *out_path, pid_progress_fn progress,
                                  void *user, pid_error *err);
 
+/* ------------------------------------------------ in-memory batch generator */
+
+/* A reusable generator for training: the library's reflection table and the
+ * settings of `o` (n, threads, batch, compress and command are ignored),
+ * prepared once. Opaque; immutable after creation, so several threads may
+ * call pid_xrd_generate on one handle at once. */
+typedef struct pid_xrd_gen pid_xrd_gen;
+
+/* Prepare a generator for `lib` (borrowed: must outlive the handle) and the
+ * settings `o` (copied). Validates the settings and probes pattern 0 through
+ * the renderer's checks. On failure *out is NULL. Free with
+ * pid_xrd_gen_destroy. */
+pid_status pid_xrd_gen_create(pid_xrd_gen **out, const pid_phaselib *lib,
+                              const pid_xrd_dataset_opts *o, pid_error *err);
+void pid_xrd_gen_destroy(pid_xrd_gen *g); /* accepts NULL */
+int pid_xrd_gen_n_points(const pid_xrd_gen *g);
+int pid_xrd_gen_n_phases(const pid_xrd_gen *g);
+
+/* Render patterns index0 .. index0 + n - 1 of the stream (o->seed) on the
+ * calling thread's CPU into caller buffers (host memory, caller-owned):
+ *   patterns   [n, n_points]  each row's maximum is 1 (as in the file)
+ *   labels     [n]            phase index, -1 for mixtures      (may be NULL)
+ *   multi_hot  [n, n_phases]  1 where a phase is present        (may be NULL)
+ *   fractions  [n, n_phases]  weight fractions, rows sum to 1   (may be NULL)
+ * Pattern i depends only on (seed, index0 + i): the rows equal those of
+ * pid_xrd_dataset_write with the same settings, and any split of a range
+ * into calls gives the same values. Writes nothing to disk. */
+pid_status pid_xrd_generate(const pid_xrd_gen *g, uint64_t index0, int n, float *patterns,
+                            int32_t *labels, float *multi_hot, float *fractions, pid_error *err);
+
 #endif

@@ -259,6 +259,21 @@ static void test_fast_math(void **state)
 
 /* The CPU renderer's 64-bit-lane Philox gives pid_rng_block's words (whose
  * own test checks them against the Random123 known answers). */
+/* Edge draws of the noise path: a uniform of exactly 1 (word 0xffffffff)
+ * gives radius 0, not an overflow (UBSan build) or NaN; tiny uniforms give
+ * the largest finite radius, sqrt(-2 ln 2^-24) = 5.77. */
+static void test_box_muller_edges(void **state)
+{
+    float n0, n1;
+    k_xrd_box_muller(0xffffffffu, 0x12345678u, &n0, &n1);
+    assert_true(n0 == 0.0f && n1 == 0.0f);
+    k_xrd_box_muller(0u, 0u, &n0, &n1);
+    assert_true(isfinite(n0) && isfinite(n1));
+    assert_true(fabsf(sqrtf(n0 * n0 + n1 * n1) - 5.7686f) < 1e-3f);
+    assert_true(k_xrd_sqrt(-0.0f) == 0.0f);
+    assert_true(fabsf(k_xrd_sqrt(2.0f) - 1.41421356f) < 1e-6f);
+}
+
 static void test_philox_words(void **state)
 {
     const int nb = 1000;
@@ -892,6 +907,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_math),
+        cmocka_unit_test(test_box_muller_edges),
         cmocka_unit_test(test_philox_words),
         cmocka_unit_test(test_accuracy_vs_reference),
         cmocka_unit_test(test_single_reflection),

@@ -1,0 +1,619 @@
+/* Training loop (models/train.h): a producer thread renders the next batch
+ * (split over worker threads) while the current one trains, AdamW with
+ * warm-up + cosine decay, validation on a held-out index range, checkpoints
+ * and the final model file with full provenance. */
+#include "models/train.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+#include "models/modelfile.h"
+#include "models/net.h"
+#include "models/spec.h"
+
+void train_opts_default(train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->spec = NULL;
+    o->steps = 1000;
+    o->batch = 64;
+    o->lr = 1e-3;
+    o->warmup = 100;
+    o->weight_decay = 1e-4;
+    o->seed = 0;
+    o->mixtures = 1;
+    o->threads = 0;
+    o->n_val = 500;
+    pid_xrd_dataset_opts_default(&o->gen);
+}
+
+double train_lr_at(int64_t s, int64_t steps, int64_t warmup, double lr)
+{
+    if (s < 0) s = 0;
+    if (s < warmup) return lr * (double)(s + 1) / (double)warmup;
+    if (s >= steps || steps <= warmup) return 0.0;
+    double t = (double)(s - warmup) / (double)(steps - warmup);
+    return lr * 0.5 * (1.0 + cos(M_PI * t));
+}
+
+pid_status train_opts_validate(const train_opts *o, pid_error *err)
+{
+    if (o->steps < 1)
+        return pid_fail(err, PID_ERR_ARG, "train: steps %lld < 1", (long long)o->steps);
+    if (o->batch < 1) return pid_fail(err, PID_ERR_ARG, "train: batch %d < 1", o->batch);
+    if (!isfinite(o->lr) || o->lr <= 0 || o->lr > 10)
+        return pid_fail(err, PID_ERR_ARG, "train: learning rate %g (need 0 < lr <= 10)", o->lr);
+    if (o->warmup < 0 || o->warmup >= o->steps)
+        return pid_fail(err, PID_ERR_ARG, "train: warm-up %lld (need 0 <= warmup < steps %lld)",
+                        (long long)o->warmup, (long long)o->steps);
+    if (!isfinite(o->weight_decay) || o->weight_decay < 0 || o->weight_decay >= 1)
+        return pid_fail(err, PID_ERR_ARG, "train: weight decay %g (need 0 <= wd < 1)",
+                        o->weight_decay);
+    if (o->mixtures < 1 || o->mixtures > K_XRD_MAX_PHASES)
+        return pid_fail(err, PID_ERR_ARG, "train: mixtures %d (need 1..%d)", o->mixtures,
+                        K_XRD_MAX_PHASES);
+    if (o->threads < 0 || o->threads > 4096)
+        return pid_fail(err, PID_ERR_ARG, "train: threads %d (need 0..4096)", o->threads);
+    if (o->n_val < 0) return pid_fail(err, PID_ERR_ARG, "train: validation size %d < 0", o->n_val);
+    if (o->checkpoint_every < 0)
+        return pid_fail(err, PID_ERR_ARG, "train: checkpoint interval %lld < 0",
+                        (long long)o->checkpoint_every);
+    return PID_OK;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ------------------------------------------------ parallel batch rendering */
+
+typedef struct {
+    const pid_xrd_gen *gen;
+    uint64_t index0;
+    int n, p, k;
+    float *x, *mh, *fr;
+    int32_t *lab;
+    pid_status st;
+    pid_error err;
+} gen_slice;
+
+static void *gen_slice_run(void *arg)
+{
+    gen_slice *s = arg;
+    s->st = pid_xrd_generate(s->gen, s->index0, s->n, s->x, s->lab, s->mh, s->fr, &s->err);
+    return NULL;
+}
+
+/* Render patterns [index0, index0 + n) into host buffers, split over up to
+ * `threads` threads (the calling thread does the first slice). The result
+ * does not depend on `threads`. */
+static pid_status gen_parallel(const pid_xrd_gen *gen, uint64_t index0, int n, int threads,
+                               float *x, int32_t *lab, float *mh, float *fr, pid_error *err)
+{
+    enum { MAX_SLICES = 64 };
+    gen_slice sl[MAX_SLICES];
+    pthread_t tid[MAX_SLICES];
+    int started[MAX_SLICES] = {0};
+    const int p = pid_xrd_gen_n_points(gen), k = pid_xrd_gen_n_phases(gen);
+    if (threads < 1) threads = 1;
+    if (threads > MAX_SLICES) threads = MAX_SLICES;
+    if (threads > n) threads = n;
+    for (int t = 0; t < threads; t++) {
+        int a = (int)((int64_t)n * t / threads), b = (int)((int64_t)n * (t + 1) / threads);
+        sl[t] = (gen_slice){.gen = gen,
+                            .index0 = index0 + (uint64_t)a,
+                            .n = b - a,
+                            .p = p,
+                            .k = k,
+                            .x = x + (size_t)a * p,
+                            .lab = lab + a,
+                            .mh = mh + (size_t)a * k,
+                            .fr = fr + (size_t)a * k,
+                            .st = PID_OK};
+        pid_error_clear(&sl[t].err);
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tid[t], NULL, gen_slice_run, &sl[t]) == 0;
+    gen_slice_run(&sl[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            gen_slice_run(&sl[t]); /* could not start a thread: do it here */
+    }
+    for (int t = 0; t < threads; t++)
+        if (sl[t].st) {
+            if (err) *err = sl[t].err;
+            return sl[t].st;
+        }
+    return PID_OK;
+}
+
+/* --------------------------------------------- double-buffered producer */
+
+typedef struct {
+    float *x, *mh, *fr;
+    int32_t *lab;
+    int full;
+} batch_buf;
+
+typedef struct {
+    const pid_xrd_gen *gen;
+    int batch, threads;
+    int64_t step0, steps; /* produce batches for steps [step0, steps) */
+    batch_buf buf[2];     /* step s uses buf[s % 2] */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    pid_status st;
+    pid_error err;
+} producer;
+
+static void *producer_run(void *arg)
+{
+    producer *pr = arg;
+    for (int64_t s = pr->step0; s < pr->steps; s++) {
+        batch_buf *b = &pr->buf[s % 2];
+        pthread_mutex_lock(&pr->mu);
+        while (b->full && !pr->stop)
+            pthread_cond_wait(&pr->cv, &pr->mu);
+        int stop = pr->stop;
+        pthread_mutex_unlock(&pr->mu);
+        if (stop) break;
+        pid_error e;
+        pid_error_clear(&e);
+        pid_status st = gen_parallel(pr->gen, (uint64_t)s * (uint64_t)pr->batch, pr->batch,
+                                     pr->threads, b->x, b->lab, b->mh, b->fr, &e);
+        pthread_mutex_lock(&pr->mu);
+        if (st) {
+            pr->st = st;
+            pr->err = e;
+        } else
+            b->full = 1;
+        pthread_cond_broadcast(&pr->cv);
+        pthread_mutex_unlock(&pr->mu);
+        if (st) break;
+    }
+    return NULL;
+}
+
+/* Wait for step s's batch; NULL (and the producer's error) on failure. */
+static batch_buf *producer_get(producer *pr, int64_t s, pid_status *st, pid_error *err)
+{
+    batch_buf *b = &pr->buf[s % 2];
+    pthread_mutex_lock(&pr->mu);
+    while (!b->full && !pr->st)
+        pthread_cond_wait(&pr->cv, &pr->mu);
+    if (!b->full) {
+        *st = pr->st;
+        if (err) *err = pr->err;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&pr->mu);
+    return b;
+}
+
+static void producer_release(producer *pr, batch_buf *b)
+{
+    pthread_mutex_lock(&pr->mu);
+    b->full = 0;
+    pthread_cond_broadcast(&pr->cv);
+    pthread_mutex_unlock(&pr->mu);
+}
+
+/* ---------------------------------------------------------- helpers */
+
+/* Correct predictions in a batch of host logits z[b, k]: argmax == label
+ * (softmax head), or every class's (z > 0) == multi-hot (sigmoid head:
+ * exact set at probability 0.5). */
+static int count_correct(const float *z, int b, int k, net_head_kind head, const int32_t *lab,
+                         const float *mh)
+{
+    int correct = 0;
+    for (int i = 0; i < b; i++) {
+        const float *r = z + (size_t)i * k;
+        if (head == NET_HEAD_SOFTMAX) {
+            int best = 0;
+            for (int c = 1; c < k; c++)
+                if (r[c] > r[best]) best = c;
+            correct += best == lab[i];
+        } else {
+            int ok = 1;
+            for (int c = 0; c < k && ok; c++)
+                ok = (r[c] > 0.0f) == (mh[(size_t)i * k + c] > 0.5f);
+            correct += ok;
+        }
+    }
+    return correct;
+}
+
+/* The spec text to build: a plain `head` becomes head(sigmoid,fractions)
+ * for mixtures. *out is malloc'd. */
+static pid_status resolve_spec(const char *text, int mixtures, char **out, pid_error *err)
+{
+    net_spec *s = NULL;
+    char *canon = NULL;
+    *out = NULL;
+    pid_status st = net_spec_parse(text, &s, err);
+    if (st) return st;
+    size_t nl = net_spec_n_layers(s);
+    net_layer_info last;
+    if ((st = net_spec_layer(s, nl - 1, &last, err))) goto done;
+    if ((st = net_spec_canonical(s, &canon, err))) goto done;
+    if (mixtures > 1) {
+        if (!strcmp(last.text, "head")) {
+            size_t len = strlen(canon) - strlen("head");
+            const char *h = "head(sigmoid,fractions)";
+            char *t = malloc(len + strlen(h) + 1);
+            if (!t) {
+                st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory");
+                goto done;
+            }
+            memcpy(t, canon, len);
+            strcpy(t + len, h);
+            free(canon);
+            canon = t;
+        } else if (last.head != NET_HEAD_SIGMOID) {
+            st = pid_fail(err, PID_ERR_ARG,
+                          "train: mixtures need a sigmoid head (write `head` or "
+                          "`head(sigmoid,fractions)`), not '%s'",
+                          last.text);
+            goto done;
+        }
+    }
+    *out = canon;
+    canon = NULL;
+done:
+    free(canon);
+    net_spec_destroy(s);
+    return st;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Fill a model record and save it (atomically) at path. */
+static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
+                             const char *canon, const net_spec *spec, net *n, int64_t steps_done,
+                             double val_acc, pid_error *err)
+{
+    pid_status st = PID_OK;
+    net_spec_totals tot;
+    if ((st = net_spec_totals_get(spec, &tot, err))) return st;
+    mf_model *m = mf_model_create();
+    if (!m) return pid_fail(err, PID_ERR_NOMEM, "train: out of memory");
+    const int k = pid_phaselib_count(lib);
+    const pid_xrd_dataset_opts *g = &o->gen;
+    net_layer_info head;
+    if ((st = net_spec_layer(spec, net_spec_n_layers(spec) - 1, &head, err))) goto done;
+    char gen_text[2048];
+    const char *lp = g->lp.mode == PID_LP_SYNCHROTRON ? "synchrotron"
+                     : g->lp.mode == PID_LP_NONE      ? "none"
+                                                      : "lab";
+    snprintf(gen_text, sizeof gen_text,
+             "{\"generator\": \"phaseid train (synth xrd on the fly)\", \"seed\": %llu, "
+             "\"mixtures_max\": %d, \"augment\": %d, \"strain_max\": %g, \"zero_shift_max_deg\": "
+             "%g, \"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
+             "\"lr\": %g, \"warmup\": %lld, \"schedule\": \"linear warm-up + cosine\", "
+             "\"weight_decay\": %g, \"train_index\": \"step * batch + i\", \"n_val\": %d, "
+             "\"val_index_base\": %llu, \"val_acc\": %.6f, \"calibrated\": false}",
+             (unsigned long long)o->seed, o->mixtures, g->aug.enabled, g->aug.strain_max,
+             g->aug.zero_shift_max_deg, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp,
+             g->debye_waller, o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
+             (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc);
+    char created[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    m->modality = dup_str("xrd");
+    m->arch_spec = dup_str(canon);
+    m->head = head.head;
+    m->head_fractions = head.fractions;
+    m->input = (net_shape){.rank = 1, .c = 1, .h = 1, .w = g->grid.n_points};
+    m->n_classes = k;
+    m->phases = calloc((size_t)k, sizeof *m->phases);
+    m->grid.axis = g->grid.axis;
+    m->grid.x0 = g->grid.x0;
+    m->grid.step = g->grid.step;
+    m->grid.n_points = g->grid.n_points;
+    m->grid.n_lines = g->source.n_lines;
+    for (int l = 0; l < g->source.n_lines && l < 2; l++) {
+        m->grid.wavelength_a[l] = g->source.wavelength_a[l];
+        m->grid.wavelength_weight[l] = g->source.weight[l];
+    }
+    m->grid.source = dup_str(g->source.name);
+    m->preprocessing = dup_str("max-normalize");
+    m->background_removal = 0;
+    m->normalization = MF_NORM_MAX;
+    m->temperature = TRAIN_UNCALIBRATED_TEMPERATURE;
+    m->ece = TRAIN_UNCALIBRATED_ECE;
+    m->unknown_score = dup_str("energy");
+    m->unknown_threshold = TRAIN_UNCALIBRATED_THRESHOLD;
+    m->unknown_auroc = TRAIN_UNCALIBRATED_AUROC;
+    m->train_seed = o->seed;
+    m->train_steps = steps_done;
+    m->train_batch = o->batch;
+    m->train_flops = (double)steps_done * (double)o->batch * (double)tot.flops_train;
+    m->generator = dup_str(gen_text);
+    m->phaseid_version = dup_str(PHASEID_VERSION);
+    m->created = dup_str(created);
+    char *abs = realpath(pid_phaselib_dir(lib), NULL);
+    m->library = dup_str(abs ? abs : pid_phaselib_dir(lib));
+    free(abs);
+    m->n_params = (int64_t)net_param_count(n);
+    m->n_buffers = (int64_t)net_buffer_count(n);
+    m->params = malloc(sizeof(float) * (size_t)(m->n_params > 0 ? m->n_params : 1));
+    m->buffers = m->n_buffers > 0 ? malloc(sizeof(float) * (size_t)m->n_buffers) : NULL;
+    if (!m->modality || !m->arch_spec || !m->phases || !m->grid.source || !m->preprocessing ||
+        !m->unknown_score || !m->generator || !m->phaseid_version || !m->created || !m->library ||
+        !m->params || (m->n_buffers > 0 && !m->buffers)) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the model record");
+        goto done;
+    }
+    for (int i = 0; i < k; i++) {
+        const pid_structure *s = pid_phaselib_get(lib, i);
+        m->phases[i].name = dup_str(s->name);
+        m->phases[i].formula = dup_str(s->formula);
+        m->phases[i].source = dup_str(s->source);
+        m->phases[i].reference = dup_str(s->reference);
+        if (!m->phases[i].name || !m->phases[i].formula || !m->phases[i].source ||
+            !m->phases[i].reference) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the phase list");
+            goto done;
+        }
+    }
+    if ((st = net_params(n, m->params, m->buffers, err))) goto done;
+    st = mf_save(path, m, err);
+done:
+    mf_model_destroy(m);
+    return st;
+}
+
+/* Load a checkpoint's weights into n; *step0 = its step count. */
+static pid_status load_checkpoint(const char *path, const char *canon, int64_t n_classes,
+                                  int64_t n_points, net *n, int64_t *step0, pid_error *err)
+{
+    mf_model *m = NULL;
+    pid_status st = mf_load(path, &m, err);
+    if (st) return st;
+    if (strcmp(m->arch_spec, canon) != 0 || m->n_classes != n_classes || m->input.w != n_points ||
+        m->n_params != (int64_t)net_param_count(n)) {
+        st = pid_fail(err, PID_ERR_ARG,
+                      "%s: checkpoint does not match (arch '%s', %lld classes, %lld points; "
+                      "this run: '%s', %lld classes, %lld points)",
+                      path, m->arch_spec, (long long)m->n_classes, (long long)m->input.w, canon,
+                      (long long)n_classes, (long long)n_points);
+    } else {
+        st = net_set_params(n, m->params, m->buffers, err);
+        *step0 = m->train_steps;
+    }
+    mf_model_destroy(m);
+    return st;
+}
+
+/* ---------------------------------------------------------- train_run */
+
+pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *be,
+                     const char *out_path, train_result *res, pid_error *err)
+{
+    pid_status st;
+    if ((st = train_opts_validate(o, err))) return st;
+    train_opts opt = *o;
+    opt.gen.seed = o->seed;
+    opt.gen.aug.mixtures_max = o->mixtures;
+    opt.gen.n = 1;
+    const int k = pid_phaselib_count(lib);
+    const int bsz = o->batch;
+    const int threads = o->threads > 0 ? o->threads : (be ? pid_backend_threads(be) : 1);
+    pid_xrd_gen *gen = NULL;
+    net_spec *spec = NULL;
+    net *n = NULL;
+    char *canon = NULL;
+    float *zh = NULL, *vx = NULL, *vmh = NULL, *vfr = NULL;
+    int32_t *vlab = NULL;
+    void *d_lab = NULL, *d_mh = NULL, *d_fr = NULL;
+    producer pr;
+    memset(&pr, 0, sizeof pr);
+    int pr_sync = 0, pr_started = 0;
+    pthread_t pr_tid;
+    train_result r = {.val_acc = -1.0};
+
+    if ((st = pid_xrd_gen_create(&gen, lib, &opt.gen, err))) return st;
+    const int p = pid_xrd_gen_n_points(gen);
+    if ((st = resolve_spec(o->spec ? o->spec : NET_SPEC_DEFAULT_XRD, o->mixtures, &canon, err)))
+        goto done;
+    if ((st = net_spec_parse(canon, &spec, err))) goto done;
+    net_shape in = {.rank = 1, .c = 1, .h = 1, .w = p};
+    if ((st = net_spec_build(spec, &in, k, err))) goto done;
+    net_layer_info head;
+    if ((st = net_spec_layer(spec, net_spec_n_layers(spec) - 1, &head, err))) goto done;
+    if (head.head == NET_HEAD_SOFTMAX && o->mixtures > 1) {
+        st = pid_fail(err, PID_ERR_ARG, "train: a softmax head cannot learn mixtures");
+        goto done;
+    }
+    if ((st = net_create(&n, spec, be, bsz, pid_rng_mix(o->seed, 0x6e6574ULL), err))) goto done;
+    const size_t kb = (size_t)bsz * (size_t)k;
+    zh = malloc(sizeof(float) * kb);
+    if (!zh) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory");
+        goto done;
+    }
+    if ((st = pid_backend_alloc(be, &d_lab, sizeof(int32_t) * (size_t)bsz, err)) ||
+        (st = pid_backend_alloc(be, &d_mh, sizeof(float) * kb, err)) ||
+        (st = pid_backend_alloc(be, &d_fr, sizeof(float) * kb, err)))
+        goto done;
+
+    int64_t step0 = 0;
+    if (o->resume && (st = load_checkpoint(o->resume, canon, k, p, n, &step0, err))) goto done;
+    if (step0 > o->steps) step0 = o->steps;
+
+    pr.gen = gen;
+    pr.batch = bsz;
+    pr.threads = threads;
+    pr.step0 = step0;
+    pr.steps = o->steps;
+    for (int i = 0; i < 2; i++) {
+        pr.buf[i].x = malloc(sizeof(float) * (size_t)bsz * (size_t)p);
+        pr.buf[i].lab = malloc(sizeof(int32_t) * (size_t)bsz);
+        pr.buf[i].mh = malloc(sizeof(float) * kb);
+        pr.buf[i].fr = malloc(sizeof(float) * kb);
+        if (!pr.buf[i].x || !pr.buf[i].lab || !pr.buf[i].mh || !pr.buf[i].fr) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for batch buffers");
+            goto done;
+        }
+    }
+    pthread_mutex_init(&pr.mu, NULL);
+    pthread_cond_init(&pr.cv, NULL);
+    pr_sync = 1;
+    if (pthread_create(&pr_tid, NULL, producer_run, &pr)) {
+        st = pid_fail(err, PID_ERR_INTERNAL, "train: cannot start the generator thread");
+        goto done;
+    }
+    pr_started = 1;
+
+    const int tty = isatty(fileno(stderr));
+    const int64_t every = o->steps / 20 > 0 ? o->steps / 20 : 1;
+    const int64_t ck_every =
+        o->checkpoint_every > 0 ? o->checkpoint_every : (o->steps / 10 > 0 ? o->steps / 10 : 1);
+    const int has_fr = net_has_fractions(n);
+    double t0 = now_s(), t_print = t0, loss = 0.0;
+    int64_t win_correct = 0, win_total = 0, tail_correct = 0, tail_total = 0;
+    for (int64_t s = step0; s < o->steps; s++) {
+        batch_buf *b = producer_get(&pr, s, &st, err);
+        if (!b) goto done;
+        st =
+            pid_backend_upload(be, net_input_buffer(n), b->x, sizeof(float) * (size_t)bsz * p, err);
+        if (!st) st = pid_backend_upload(be, d_lab, b->lab, sizeof(int32_t) * (size_t)bsz, err);
+        if (!st) st = pid_backend_upload(be, d_mh, b->mh, sizeof(float) * kb, err);
+        if (!st) st = pid_backend_upload(be, d_fr, b->fr, sizeof(float) * kb, err);
+        if (!st) st = net_forward(n, net_input_buffer(n), bsz, 1, err);
+        net_targets tg = {0};
+        if (head.head == NET_HEAD_SOFTMAX)
+            tg.labels = d_lab;
+        else
+            tg.targets = d_mh;
+        if (has_fr) tg.fractions = d_fr;
+        if (!st) st = net_loss_backward(n, &tg, bsz, &loss, err);
+        if (!st) st = pid_backend_download(be, zh, net_logits(n), sizeof(float) * kb, err);
+        int correct = st ? 0 : count_correct(zh, bsz, k, head.head, b->lab, b->mh);
+        producer_release(&pr, b);
+        if (st) goto done;
+        if (!isfinite(loss)) {
+            st = pid_fail(err, PID_ERR_ARG,
+                          "train: loss is %g at step %lld (learning rate too high?)", loss,
+                          (long long)s);
+            goto done;
+        }
+        double lr = train_lr_at(s, o->steps, o->warmup, o->lr);
+        if ((st = net_step(n, (float)lr, (float)o->weight_decay, err))) goto done;
+        if (o->loss_curve) o->loss_curve[s] = loss;
+        win_correct += correct;
+        win_total += bsz;
+        if (s >= o->steps - 50) {
+            tail_correct += correct;
+            tail_total += bsz;
+        }
+        int last = s + 1 == o->steps;
+        double t = now_s();
+        if (!o->quiet &&
+            ((tty && (t - t_print > 0.25 || last)) || (!tty && ((s + 1) % every == 0 || last)))) {
+            double sps = (double)(s + 1 - step0) * bsz / (t - t0 > 1e-9 ? t - t0 : 1e-9);
+            fprintf(stderr, "%sstep %lld/%lld  loss %.4f  acc %.3f  lr %.2e  %.0f samples/s%s",
+                    tty ? "\r" : "", (long long)(s + 1), (long long)o->steps, loss,
+                    (double)win_correct / (double)win_total, lr, sps, tty ? "  " : "\n");
+            if (tty && last) fputc('\n', stderr);
+            t_print = t;
+            win_correct = win_total = 0;
+        }
+        if (o->checkpoint && ((s + 1) % ck_every == 0 || last)) {
+            if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, err)))
+                goto done;
+        }
+    }
+    r.train_seconds = now_s() - t0;
+    r.steps_done = o->steps;
+    r.final_loss = loss;
+    r.train_acc = tail_total ? (double)tail_correct / (double)tail_total : 0.0;
+    r.samples_per_s = r.train_seconds > 0 ? (double)(o->steps - step0) * bsz / r.train_seconds : 0;
+
+    if (o->n_val > 0) {
+        vx = malloc(sizeof(float) * (size_t)bsz * p);
+        vlab = malloc(sizeof(int32_t) * (size_t)bsz);
+        vmh = malloc(sizeof(float) * kb);
+        vfr = malloc(sizeof(float) * kb);
+        if (!vx || !vlab || !vmh || !vfr) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for validation");
+            goto done;
+        }
+        int64_t correct = 0;
+        for (int i0 = 0; i0 < o->n_val; i0 += bsz) {
+            int cnt = o->n_val - i0 < bsz ? o->n_val - i0 : bsz;
+            if ((st = gen_parallel(gen, TRAIN_VAL_INDEX_BASE + (uint64_t)i0, cnt, threads, vx, vlab,
+                                   vmh, vfr, err)))
+                goto done;
+            if ((st = pid_backend_upload(be, net_input_buffer(n), vx,
+                                         sizeof(float) * (size_t)cnt * p, err)) ||
+                (st = net_forward(n, net_input_buffer(n), cnt, 0, err)) ||
+                (st = pid_backend_download(be, zh, net_logits(n), sizeof(float) * (size_t)cnt * k,
+                                           err)))
+                goto done;
+            correct += count_correct(zh, cnt, k, head.head, vlab, vmh);
+        }
+        r.val_acc = (double)correct / (double)o->n_val;
+    }
+    if (out_path &&
+        (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc, err)))
+        goto done;
+    if (res) *res = r;
+
+done:
+    if (pr_started) {
+        pthread_mutex_lock(&pr.mu);
+        pr.stop = 1;
+        pthread_cond_broadcast(&pr.cv);
+        pthread_mutex_unlock(&pr.mu);
+        pthread_join(pr_tid, NULL);
+    }
+    if (pr_sync) {
+        pthread_mutex_destroy(&pr.mu);
+        pthread_cond_destroy(&pr.cv);
+    }
+    for (int i = 0; i < 2; i++) {
+        free(pr.buf[i].x);
+        free(pr.buf[i].lab);
+        free(pr.buf[i].mh);
+        free(pr.buf[i].fr);
+    }
+    if (be) {
+        pid_backend_free(be, d_lab);
+        pid_backend_free(be, d_mh);
+        pid_backend_free(be, d_fr);
+    }
+    free(zh);
+    free(vx);
+    free(vlab);
+    free(vmh);
+    free(vfr);
+    net_destroy(n);
+    net_spec_destroy(spec);
+    free(canon);
+    pid_xrd_gen_destroy(gen);
+    return st;
+}

@@ -1,0 +1,93 @@
+/* Training of phase-identification networks on synthetic XRD patterns made on
+ * the fly by the simulator (synth/xrd_dataset.h): double-buffered batch
+ * generation on worker threads, AdamW with linear warm-up and cosine decay,
+ * held-out validation, checkpoints and resume, and the final model file. */
+#ifndef PID_MODELS_TRAIN_H
+#define PID_MODELS_TRAIN_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "kernels/backend.h"
+#include "synth/phaselib.h"
+#include "synth/xrd_dataset.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Validation indices start here in the generator's stream, far from the
+ * training stream (step * batch + i), so the two never overlap. */
+#define TRAIN_VAL_INDEX_BASE ((uint64_t)1 << 40)
+
+/* Placeholders written to a freshly trained model's calibration fields: the
+ * file validator needs finite values in range, so an uncalibrated model says
+ * so with these (calibration overwrites them): temperature 1 (no scaling),
+ * ECE 1 (the worst possible: not measured), unknown-phase threshold 1e30
+ * (nothing is ever flagged) and AUROC 0.5 (chance: not measured). The
+ * generator attribute also carries "calibrated": false. */
+#define TRAIN_UNCALIBRATED_TEMPERATURE 1.0
+#define TRAIN_UNCALIBRATED_ECE 1.0
+#define TRAIN_UNCALIBRATED_THRESHOLD 1e30
+#define TRAIN_UNCALIBRATED_AUROC 0.5
+
+typedef struct {
+    const char *spec;         /* architecture (NULL = NET_SPEC_DEFAULT_XRD); a plain `head`
+                                 becomes head(sigmoid,fractions) when mixtures > 1 */
+    int64_t steps;            /* optimizer steps, >= 1 */
+    int batch;                /* patterns per step, >= 1 */
+    double lr;                /* peak learning rate, > 0 */
+    int64_t warmup;           /* linear warm-up steps, 0 <= warmup < steps */
+    double weight_decay;      /* AdamW decoupled weight decay, >= 0 */
+    uint64_t seed;            /* generator stream, weight init and dropout */
+    int mixtures;             /* phases per pattern 1..K_XRD_MAX_PHASES (1: softmax head) */
+    int threads;              /* generator worker threads (0 = the backend's CPU count) */
+    int n_val;                /* validation patterns (0 = none) */
+    pid_xrd_dataset_opts gen; /* grid, source, LP, augmentation; seed, n and
+                                 mixtures_max are set from the fields above */
+    const char *checkpoint;   /* model file rewritten every checkpoint_every steps
+                                 and at the end (NULL = none) */
+    int64_t checkpoint_every; /* 0 = max(steps / 10, 1) */
+    const char *resume;       /* checkpoint to continue from (NULL = fresh start) */
+    int quiet;                /* 1: no progress display */
+    double *loss_curve;       /* optional [steps]: batch loss of every step run */
+} train_opts;
+
+/* Defaults: default spec, 1000 steps, batch 64, lr 1e-3, warm-up 100 (capped
+ * below steps), weight decay 1e-4, seed 0, single phase, 500 validation
+ * patterns, the generator's defaults (2-theta 10..80 deg step 0.01, CuKa). */
+void train_opts_default(train_opts *o);
+
+typedef struct {
+    int64_t steps_done;   /* total steps including resumed ones */
+    double final_loss;    /* loss of the last step */
+    double train_acc;     /* accuracy over the last (up to 50) steps' batches */
+    double val_acc;       /* top-1 (softmax) or exact-set at 0.5 (sigmoid); -1 without n_val */
+    double train_seconds; /* wall time of the training loop */
+    double samples_per_s; /* training patterns per second */
+} train_result;
+
+/* Learning rate at step s (0-based) of `steps`: linear warm-up
+ * lr * (s + 1) / warmup for s < warmup, then cosine decay
+ * lr * 0.5 * (1 + cos(pi * (s - warmup) / (steps - warmup))), so it equals
+ * lr at s = warmup - 1 and s = warmup and reaches 0 at s = steps. */
+double train_lr_at(int64_t s, int64_t steps, int64_t warmup, double lr);
+
+/* Check the settings (PID_ERR_ARG naming the field). */
+pid_status train_opts_validate(const train_opts *o, pid_error *err);
+
+/* Train a network on `lib` (borrowed) with backend `be` (borrowed) and, when
+ * out_path is non-NULL, save the final model there (mf_save, every field
+ * filled; calibration fields hold the TRAIN_UNCALIBRATED_* placeholders).
+ * Resume: the checkpoint's parameters and step count are loaded; the AdamW
+ * moments restart from zero (they are not stored), the data stream and the
+ * schedule continue where they stopped. Reproducible: the same settings and
+ * seed on the same backend give the same losses whatever `threads` is.
+ * res (may be NULL) receives the summary. */
+pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *be,
+                     const char *out_path, train_result *res, pid_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""`phaseid train` end to end on a temporary library of 3 CIFs.
+
+1. Trains a small CNN for 40 steps (batch 16, 2-theta grid 10..80 step 0.05)
+   and requires exit 0, the validation/time/samples lines on stdout, and a
+   model file whose attributes h5py reads: format, modality, arch_spec,
+   head softmax, n_classes 3, train_steps 40, train_batch 16, train_flops > 0,
+   the uncalibrated placeholders (temperature 1, ece 1) and /params of
+   n_params finite floats; /phases/names are the 3 stems.
+2. --mixtures 2 gives a sigmoid+fractions head.
+3. Bad arguments exit 2: --lr nan, --steps 0, an unknown arch token, missing
+   --out, an unknown option; an unknown phase folder exits 1.
+
+Run by ctest as `python3 FILE` with PHASEID_BIN set. Needs h5py and numpy
+(exit 77, skipped, when they are missing). Exits 1 with every failure listed.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # pragma: no cover
+    print(f"skipped: {e} (pip install h5py numpy)")
+    sys.exit(77)
+
+BIN = os.environ.get("PHASEID_BIN", "phaseid")
+SRC = os.environ.get("PHASEID_SOURCE_DIR",
+                     os.path.join(os.path.dirname(__file__), "..", ".."))
+ARCH = "conv1d(8,k9,s2,p4) bn relu maxpool(4) conv1d(16,k9,s2,p4) bn relu maxpool(4) " \
+       "flatten dense(32) relu head"
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def run(args):
+    return subprocess.run([BIN, "train"] + args, capture_output=True, text=True, timeout=600)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = os.path.join(tmp, "lib")
+        os.mkdir(lib)
+        stems = ["NaCl_225", "Si_227", "TiO2_141"]
+        for s in stems:
+            shutil.copy(os.path.join(SRC, "data", "phases", s + ".cif"), lib)
+        out = os.path.join(tmp, "m.h5")
+        base = ["--modality", "xrd", "--phases", lib, "--arch", ARCH, "--grid", "10:80:0.05",
+                "--batch", "16", "--val", "64", "--threads", "2"]
+        r = run(base + ["--out", out, "--steps", "40", "--lr", "3e-3", "--seed", "3"])
+        check(r.returncode == 0, f"train exit {r.returncode}: {r.stderr[-500:]}")
+        check("validation accuracy:" in r.stdout, "no validation line")
+        check("training time:" in r.stdout and "samples/s:" in r.stdout, "no time lines")
+        check(os.path.isfile(out), "model file missing")
+        if os.path.isfile(out):
+            with h5py.File(out, "r") as f:
+                a = f.attrs
+                check(a["format"] == "phaseid-model", "format attribute")
+                check(a["modality"] == "xrd", "modality")
+                check(a["arch_spec"] == ARCH, f"arch_spec {a['arch_spec']!r}")
+                check(a["head"] == "softmax", f"head {a['head']}")
+                check(int(a["n_classes"]) == 3, "n_classes")
+                check(int(a["train_steps"]) == 40 and int(a["train_batch"]) == 16,
+                      "train steps/batch")
+                check(int(a["train_seed"]) == 3, "train_seed")
+                check(float(a["train_flops"]) > 0, "train_flops")
+                check(float(a["temperature"]) == 1.0 and float(a["ece"]) == 1.0,
+                      "uncalibrated placeholders")
+                check('"calibrated": false' in a["generator"], "generator marks uncalibrated")
+                check(a["preprocessing"] == "max-normalize", "preprocessing")
+                check(os.path.isabs(a["library"]), f"library path {a['library']}")
+                p = f["params"][...]
+                check(p.shape == (int(a["n_params"]),) and np.all(np.isfinite(p)), "params")
+                names = [x.decode() if isinstance(x, bytes) else x for x in f["phases/names"][...]]
+                check(names == stems, f"phase names {names}")
+        out2 = os.path.join(tmp, "mix.h5")
+        r = run(base + ["--out", out2, "--steps", "10", "--mixtures", "2", "--quiet"])
+        check(r.returncode == 0, f"mixtures exit {r.returncode}: {r.stderr[-500:]}")
+        if os.path.isfile(out2):
+            with h5py.File(out2, "r") as f:
+                check(f.attrs["head"] == "sigmoid+fractions", f"mixture head {f.attrs['head']}")
+
+        bad = os.path.join(tmp, "bad.h5")
+        for args, code, what in [
+            (base + ["--out", bad, "--lr", "nan"], 2, "NaN lr"),
+            (base + ["--out", bad, "--steps", "0"], 2, "--steps 0"),
+            (["--modality", "xrd", "--phases", lib, "--out", bad, "--arch",
+              "conv1d(8,k5) foo head"], 2, "unknown arch token"),
+            (base, 2, "missing --out"),
+            (base + ["--out", bad, "--bogus", "1"], 2, "unknown option"),
+            (["--modality", "xrd", "--phases", os.path.join(tmp, "nope"), "--out", bad], 1,
+             "unknown phase folder"),
+        ]:
+            r = run(args)
+            check(r.returncode == code, f"{what}: exit {r.returncode} (want {code})")
+            check(r.stderr.strip() != "", f"{what}: no message")
+        check(not os.path.exists(bad), "a failed run left a model file")
+    if failures:
+        print(f"{len(failures)} failure(s)")
+        return 1
+    print("all train CLI checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+/* Unit tests for training (models/train.h) and the in-memory XRD generator
+ * (pid_xrd_generate): learning a 4-phase library to >= 90 % validation top-1
+ * in < 60 s on the CPU, reproducibility, the LR schedule, mixtures, resume. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/h5.h"
+#include "kernels/backend.h"
+#include "models/modelfile.h"
+#include "models/train.h"
+#include "synth/phaselib.h"
+#include "synth/xrd_dataset.h"
+
+/* The small CNN of the learning test: two strided conv blocks then a dense
+ * layer on the flattened features (positions of peaks matter, so no gpool). */
+#define SMALL_CNN                                                                                  \
+    "conv1d(8,k9,s2,p4) bn relu maxpool(4) conv1d(16,k9,s2,p4) bn relu maxpool(4) "                \
+    "flatten dense(32) relu head"
+/* Learning bound: validation top-1 over 400 held-out patterns, within a wall
+ * time budget on the CPU (the 2-core reference machine needs ~2 s). */
+#define LEARN_MIN_ACC 0.90
+#define LEARN_MAX_SECONDS 60.0
+
+static pid_backend *cpu;
+static pid_phaselib *lib;
+static char tmpdir[256];
+static pid_error err;
+
+#define OK(x) assert_int_equal((x), PID_OK)
+
+static int copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
+    if (!in || !out) {
+        if (in) fclose(in);
+        return -1;
+    }
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        fwrite(buf, 1, n, out);
+    fclose(in);
+    return fclose(out);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char data[512], src[1024], dst[1024];
+    const char *names[] = {"NaCl_225", "Si_227", "TiO2_136", "TiO2_141"};
+    if (pid_backend_create(&cpu, "cpu", 0, &err)) return -1;
+    if (pid_phaselib_builtin_dir(data, sizeof data, &err)) return -1;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/pid_test_train_XXXXXX");
+    if (!mkdtemp(tmpdir)) return -1;
+    for (int i = 0; i < 4; i++) {
+        snprintf(src, sizeof src, "%s/%s.cif", data, names[i]);
+        snprintf(dst, sizeof dst, "%s/%s.cif", tmpdir, names[i]);
+        if (copy_file(src, dst)) return -1;
+    }
+    return pid_phaselib_load(tmpdir, &lib, &err) ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    pid_phaselib_destroy(lib);
+    pid_backend_destroy(cpu);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Small fast settings: 2-theta 10..80 deg at 0.05 deg (1401 points). */
+static void small_opts(train_opts *o)
+{
+    train_opts_default(o);
+    o->spec = SMALL_CNN;
+    o->gen.grid.step = 0.05f;
+    o->gen.grid.n_points = 1401;
+    o->batch = 32;
+    o->lr = 3e-3;
+    o->warmup = 20;
+    o->quiet = 1;
+    o->n_val = 400;
+    o->threads = 2;
+}
+
+static void test_lr_schedule(void **state)
+{
+    (void)state;
+    const double lr = 1e-3;
+    /* warm-up: linear from lr/warmup, reaching lr on the last warm-up step */
+    assert_true(fabs(train_lr_at(0, 1000, 100, lr) - 1e-5) < 1e-15);
+    assert_true(fabs(train_lr_at(49, 1000, 100, lr) - 5e-4) < 1e-15);
+    assert_true(fabs(train_lr_at(99, 1000, 100, lr) - lr) < 1e-15);
+    /* cosine: lr at its start, lr/2 half-way, 0 at the end */
+    assert_true(fabs(train_lr_at(100, 1000, 100, lr) - lr) < 1e-15);
+    assert_true(fabs(train_lr_at(550, 1000, 100, lr) - 0.5 * lr) < 1e-15);
+    assert_true(train_lr_at(1000, 1000, 100, lr) == 0.0);
+    /* last step: lr * 0.5 (1 + cos(pi * 899/900)) */
+    double last = lr * 0.5 * (1.0 + cos(M_PI * 899.0 / 900.0));
+    assert_true(fabs(train_lr_at(999, 1000, 100, lr) - last) < 1e-18);
+    assert_true(last < 1e-8);
+    for (int64_t s = 100; s < 999; s++)
+        assert_true(train_lr_at(s + 1, 1000, 100, lr) <= train_lr_at(s, 1000, 100, lr));
+    /* no warm-up */
+    assert_true(fabs(train_lr_at(0, 10, 0, lr) - lr) < 1e-15);
+}
+
+static void test_bad_opts(void **state)
+{
+    (void)state;
+    train_opts o;
+    small_opts(&o);
+    OK(train_opts_validate(&o, &err));
+    o.lr = NAN;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    small_opts(&o);
+    o.steps = 0;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    small_opts(&o);
+    o.warmup = o.steps;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    small_opts(&o);
+    o.mixtures = 9;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    small_opts(&o);
+    o.spec = "conv1d(8,k5) foo head";
+    o.steps = 2;
+    o.warmup = 0;
+    assert_int_equal(train_run(lib, &o, cpu, NULL, NULL, &err), PID_ERR_PARSE);
+}
+
+/* The in-memory generator gives exactly the rows of the dataset file, and
+ * any split of an index range gives the same values. */
+static void test_generator_matches_file(void **state)
+{
+    (void)state;
+    pid_xrd_dataset_opts o;
+    pid_xrd_dataset_opts_default(&o);
+    o.n = 12;
+    o.seed = 77;
+    o.grid.step = 0.1f;
+    o.grid.n_points = 701;
+    o.aug.mixtures_max = 2;
+    o.threads = 2;
+    char path[512];
+    snprintf(path, sizeof path, "%s/ds.h5", tmpdir);
+    OK(pid_xrd_dataset_write(lib, &o, cpu, path, NULL, NULL, &err));
+    hid_t fid;
+    OK(pid_h5_open_ro(path, &fid, &err));
+    float *pat = NULL, *fr = NULL;
+    int nd;
+    int64_t dims[4];
+    OK(pid_h5_read_f32(fid, "patterns", &pat, &nd, dims, &err));
+    OK(pid_h5_read_f32(fid, "fractions", &fr, &nd, dims, &err));
+    H5Fclose(fid);
+    pid_xrd_gen *g = NULL;
+    OK(pid_xrd_gen_create(&g, lib, &o, &err));
+    assert_int_equal(pid_xrd_gen_n_points(g), 701);
+    assert_int_equal(pid_xrd_gen_n_phases(g), 4);
+    float *x = malloc(sizeof(float) * 12 * 701), *mh = malloc(sizeof(float) * 12 * 4),
+          *f = malloc(sizeof(float) * 12 * 4);
+    int32_t lab[12];
+    OK(pid_xrd_generate(g, 0, 5, x, lab, mh, f, &err));
+    OK(pid_xrd_generate(g, 5, 7, x + 5 * 701, lab + 5, mh + 5 * 4, f + 5 * 4, &err));
+    assert_memory_equal(x, pat, sizeof(float) * 12 * 701);
+    assert_memory_equal(f, fr, sizeof(float) * 12 * 4);
+    for (int i = 0; i < 12; i++) {
+        int present = 0;
+        for (int c = 0; c < 4; c++)
+            present += mh[i * 4 + c] == 1.0f;
+        assert_true(present >= 1 && present <= 2);
+        assert_true((present == 1) == (lab[i] >= 0));
+    }
+    assert_int_equal(pid_xrd_generate(g, 0, 0, x, NULL, NULL, NULL, &err), PID_ERR_ARG);
+    free(x);
+    free(mh);
+    free(f);
+    free(pat);
+    free(fr);
+    pid_xrd_gen_destroy(g);
+}
+
+static void test_learns(void **state)
+{
+    (void)state;
+    train_opts o;
+    small_opts(&o);
+    o.steps = 300;
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.h5", tmpdir);
+    train_result r;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    OK(train_run(lib, &o, cpu, path, &r, &err));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("  learning: 4 phases, %lld steps x %d: val top-1 %.3f, loss %.4f, %.2f s "
+           "(%.0f samples/s)\n",
+           (long long)o.steps, o.batch, r.val_acc, r.final_loss, wall, r.samples_per_s);
+    assert_true(r.val_acc >= LEARN_MIN_ACC);
+    assert_true(wall < LEARN_MAX_SECONDS);
+    assert_int_equal(r.steps_done, 300);
+
+    mf_model *m = NULL;
+    OK(mf_load(path, &m, &err));
+    assert_string_equal(m->modality, "xrd");
+    assert_int_equal(m->n_classes, 4);
+    assert_int_equal(m->head, NET_HEAD_SOFTMAX);
+    assert_int_equal(m->input.w, 1401);
+    assert_int_equal(m->train_steps, 300);
+    assert_int_equal(m->train_batch, 32);
+    assert_true(m->temperature == TRAIN_UNCALIBRATED_TEMPERATURE);
+    assert_true(m->ece == TRAIN_UNCALIBRATED_ECE);
+    assert_true(m->unknown_threshold == TRAIN_UNCALIBRATED_THRESHOLD);
+    assert_true(m->train_flops > 0);
+    assert_string_equal(m->phases[1].name, "Si_227");
+    assert_string_equal(m->phases[1].formula, "Si");
+    assert_string_equal(m->preprocessing, "max-normalize");
+    assert_non_null(strstr(m->generator, "\"calibrated\": false"));
+    mf_model_destroy(m);
+}
+
+/* Same seed -> the identical loss curve, whatever the generator threads;
+ * another seed -> another curve. */
+static void test_reproducible(void **state)
+{
+    (void)state;
+    double a[20], b[20], c[20];
+    train_opts o;
+    small_opts(&o);
+    o.steps = 20;
+    o.warmup = 5;
+    o.batch = 16;
+    o.n_val = 0;
+    o.seed = 5;
+    o.loss_curve = a;
+    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    o.loss_curve = b;
+    o.threads = 1;
+    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    assert_memory_equal(a, b, sizeof a);
+    o.seed = 6;
+    o.loss_curve = c;
+    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    assert_true(memcmp(a, c, sizeof a) != 0);
+}
+
+/* Mixtures: sigmoid + fractions head; checkpoint then resume to the end. */
+static void test_mixtures_resume(void **state)
+{
+    (void)state;
+    train_opts o;
+    small_opts(&o);
+    o.mixtures = 2;
+    o.steps = 20;
+    o.warmup = 2;
+    o.n_val = 64;
+    char ck[512], out[512];
+    snprintf(ck, sizeof ck, "%s/ck.h5", tmpdir);
+    snprintf(out, sizeof out, "%s/mix.h5", tmpdir);
+    o.checkpoint = ck;
+    o.checkpoint_every = 10;
+    train_result r;
+    OK(train_run(lib, &o, cpu, NULL, &r, &err));
+    assert_true(r.val_acc >= 0.0 && r.val_acc <= 1.0);
+    mf_model *m = NULL;
+    OK(mf_load(ck, &m, &err));
+    assert_int_equal(m->head, NET_HEAD_SIGMOID);
+    assert_int_equal(m->head_fractions, 1);
+    assert_int_equal(m->train_steps, 20);
+    mf_model_destroy(m);
+    /* resume from the 20-step checkpoint and continue to 30 */
+    o.checkpoint = NULL;
+    o.resume = ck;
+    o.steps = 30;
+    OK(train_run(lib, &o, cpu, out, &r, &err));
+    assert_int_equal(r.steps_done, 30);
+    OK(mf_load(out, &m, &err));
+    assert_int_equal(m->train_steps, 30);
+    mf_model_destroy(m);
+    /* a checkpoint of another architecture is refused */
+    o.spec = "conv1d(4,k9,s2,p4) relu maxpool(4) flatten dense(8) relu head";
+    assert_int_equal(train_run(lib, &o, cpu, NULL, NULL, &err), PID_ERR_ARG);
+}
+
+int main(void)
+{
+    pid_h5_quiet();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lr_schedule),
+        cmocka_unit_test(test_bad_opts),
+        cmocka_unit_test(test_generator_matches_file),
+        cmocka_unit_test(test_learns),
+        cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_mixtures_resume),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
