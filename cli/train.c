@@ -35,6 +35,11 @@ static void usage(FILE *f)
            "  --val N              held-out validation patterns (default 500; 0 = none)\n"
            "  --checkpoint FILE    write a resumable model file every steps/10 steps\n"
            "  --resume FILE        continue from a checkpoint (AdamW moments restart)\n"
+           "  --calib N            calibration patterns after training (default 2000; 0 =\n"
+           "                       none): temperature, ECE, unknown-phase threshold/AUROC\n"
+           "  --holdout-phases F   hold this fraction of the library's phases out of training\n"
+           "                       (chosen from --seed) to measure the unknown-phase AUROC\n"
+           "                       (default 0: all phases trained, AUROC not measured)\n"
            "  --quiet              no progress display\n");
 }
 
@@ -148,6 +153,13 @@ int cli_train(int argc, char **argv)
         } else if (!strcmp(opt, "--val")) {
             if (parse_int(v, 0, 100000000, &n)) return bad_arg(opt, v, "expected 0..1e8");
             o.n_val = (int)n;
+        } else if (!strcmp(opt, "--calib")) {
+            if (parse_int(v, 0, 100000000, &n)) return bad_arg(opt, v, "expected 0..1e8");
+            o.n_calib = (int)n;
+        } else if (!strcmp(opt, "--holdout-phases")) {
+            if (parse_num(v, &d) || d < 0 || d >= 1)
+                return bad_arg(opt, v, "expected a finite fraction in [0, 1)");
+            o.holdout_frac = d;
         } else if (!strcmp(opt, "--grid")) {
             double g[3];
             if (parse_grid(v, g) || g[0] < 0 || g[1] <= g[0] || g[1] >= 180 || g[2] <= 0)
@@ -185,10 +197,28 @@ int cli_train(int argc, char **argv)
             return 2;
         }
     }
-    pid_phaselib *lib = NULL;
+    if (o.holdout_frac > 0 && o.n_calib == 0)
+        return bad_arg("--holdout-phases", NULL, "needs calibration (--calib > 0)");
+    pid_phaselib *lib = NULL, *ulib = NULL;
     pid_backend *be = NULL;
     int rc = 1;
-    if (pid_phaselib_load(phases, &lib, &err)) {
+    char kdir[256] = "", udir[256] = "", libdir[1024];
+    if (o.holdout_frac > 0) {
+        if (!strcmp(phases, "builtin")) {
+            if (pid_phaselib_builtin_dir(libdir, sizeof libdir, &err)) {
+                fprintf(stderr, PROG ": %s\n", err.msg);
+                return 1;
+            }
+        } else
+            snprintf(libdir, sizeof libdir, "%s", phases);
+        if (train_split_phases(phases, o.holdout_frac, o.seed, kdir, udir, sizeof kdir, &lib, &ulib,
+                               &err)) {
+            fprintf(stderr, PROG ": %s\n", err.msg);
+            return err.code == PID_ERR_ARG ? 2 : 1;
+        }
+        o.unknown_lib = ulib;
+        o.library = libdir;
+    } else if (pid_phaselib_load(phases, &lib, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         return 1;
     }
@@ -200,6 +230,12 @@ int cli_train(int argc, char **argv)
         fprintf(stderr, PROG ": %d phases from %s, %d points, %s, %lld steps x %d\n",
                 pid_phaselib_count(lib), pid_phaselib_dir(lib), o.gen.grid.n_points,
                 pid_backend_device_desc(be), (long long)o.steps, o.batch);
+    if (!o.quiet && ulib) {
+        fprintf(stderr, PROG ": %d phases held out as unknown:", pid_phaselib_count(ulib));
+        for (int i = 0; i < pid_phaselib_count(ulib); i++)
+            fprintf(stderr, " %s", pid_phaselib_get(ulib, i)->name);
+        fputc('\n', stderr);
+    }
     train_result r;
     pid_status st = train_run(lib, &o, be, out, &r, &err);
     if (st) {
@@ -212,11 +248,28 @@ int cli_train(int argc, char **argv)
                o.mixtures > 1 ? "exact set at 0.5" : "top-1");
     else
         printf("validation accuracy: n/a (--val 0)\n");
-    printf("training time: %.2f s\nsamples/s: %.1f\nfinal loss: %.4f\nmodel: %s\n", r.train_seconds,
-           r.samples_per_s, r.final_loss, out);
+    printf("training time: %.2f s\nsamples/s: %.1f\nfinal loss: %.4f\n", r.train_seconds,
+           r.samples_per_s, r.final_loss);
+    if (r.calibrated) {
+        printf("temperature: %.4f\n", r.temperature);
+        printf("ECE: %.4f before, %.4f after (%d calibration patterns)\n", r.ece_before,
+               r.ece_after, o.n_calib);
+        printf("unknown threshold (energy, %.0f%% TPR): %.4f\n", 100.0 * TRAIN_UNKNOWN_TPR,
+               r.unknown_threshold);
+        if (r.n_unknown_phases > 0)
+            printf("unknown AUROC: %.4f (%d held-out phases)\n", r.unknown_auroc,
+                   r.n_unknown_phases);
+        else
+            printf("unknown AUROC: not measured (no held-out phases; stored %.1f)\n",
+                   r.unknown_auroc);
+    } else
+        printf("calibration: none (--calib 0)\n");
+    printf("model: %s\n", out);
     rc = 0;
 done:
     pid_backend_destroy(be);
     pid_phaselib_destroy(lib);
+    pid_phaselib_destroy(ulib);
+    train_split_cleanup(kdir, udir);
     return rc;
 }

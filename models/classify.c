@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "models/calib.h"
 #include "models/net.h"
 #include "models/spec.h"
 
@@ -271,15 +272,11 @@ void cls_results_destroy(cls_results *r)
 
 /* Energy score -T * logsumexp(z / T), computed stably. models/calib.h may
  * later provide the shared definition; this one must stay identical to it. */
+/* The energy score -t * logsumexp(z / t), the same function (calib_energy)
+ * that set the model's unknown-phase threshold at training time. */
 static double energy_score(const float *z, int64_t k, double t)
 {
-    double mx = -INFINITY;
-    for (int64_t i = 0; i < k; i++)
-        mx = fmax(mx, z[i] / t);
-    double s = 0;
-    for (int64_t i = 0; i < k; i++)
-        s += exp(z[i] / t - mx);
-    return -t * (mx + log(s));
+    return calib_energy(z, (size_t)k, t);
 }
 
 /* order[] = 0..k-1 sorted by decreasing p (insertion sort: k is small and

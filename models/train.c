@@ -10,10 +10,13 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/rng.h"
+#include "models/calib.h"
 #include "models/modelfile.h"
 #include "models/net.h"
 #include "models/spec.h"
@@ -31,6 +34,7 @@ void train_opts_default(train_opts *o)
     o->mixtures = 1;
     o->threads = 0;
     o->n_val = 500;
+    o->n_calib = TRAIN_CALIB_DEFAULT_N;
     pid_xrd_dataset_opts_default(&o->gen);
 }
 
@@ -62,6 +66,11 @@ pid_status train_opts_validate(const train_opts *o, pid_error *err)
     if (o->threads < 0 || o->threads > 4096)
         return pid_fail(err, PID_ERR_ARG, "train: threads %d (need 0..4096)", o->threads);
     if (o->n_val < 0) return pid_fail(err, PID_ERR_ARG, "train: validation size %d < 0", o->n_val);
+    if (o->n_calib < 0)
+        return pid_fail(err, PID_ERR_ARG, "train: calibration size %d < 0", o->n_calib);
+    if (!(o->holdout_frac >= 0 && o->holdout_frac < 1))
+        return pid_fail(err, PID_ERR_ARG, "train: held-out phase fraction %g (need 0 <= f < 1)",
+                        o->holdout_frac);
     if (o->checkpoint_every < 0)
         return pid_fail(err, PID_ERR_ARG, "train: checkpoint interval %lld < 0",
                         (long long)o->checkpoint_every);
@@ -290,7 +299,7 @@ static char *dup_str(const char *s)
 /* Fill a model record and save it (atomically) at path. */
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
-                             double val_acc, pid_error *err)
+                             double val_acc, const train_result *cal, double t_nll, pid_error *err)
 {
     pid_status st = PID_OK;
     net_spec_totals tot;
@@ -301,7 +310,7 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     const pid_xrd_dataset_opts *g = &o->gen;
     net_layer_info head;
     if ((st = net_spec_layer(spec, net_spec_n_layers(spec) - 1, &head, err))) goto done;
-    char gen_text[2048];
+    char gen_text[8192];
     const char *lp = g->lp.mode == PID_LP_SYNCHROTRON ? "synchrotron"
                      : g->lp.mode == PID_LP_NONE      ? "none"
                                                       : "lab";
@@ -311,11 +320,36 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              "%g, \"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
              "\"lr\": %g, \"warmup\": %lld, \"schedule\": \"linear warm-up + cosine\", "
              "\"weight_decay\": %g, \"train_index\": \"step * batch + i\", \"n_val\": %d, "
-             "\"val_index_base\": %llu, \"val_acc\": %.6f, \"calibrated\": false}",
+             "\"val_index_base\": %llu, \"val_acc\": %.6f, \"calibrated\": %s",
              (unsigned long long)o->seed, o->mixtures, g->aug.enabled, g->aug.strain_max,
              g->aug.zero_shift_max_deg, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp,
              g->debye_waller, o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
-             (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc);
+             (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc, cal ? "true" : "false");
+    size_t gl = strlen(gen_text);
+    if (cal) {
+        snprintf(gen_text + gl, sizeof gen_text - gl,
+                 ", \"n_calib\": %d, \"calib_index_base\": %llu, \"temperature_nll_fit\": %.6g, "
+                 "\"ece_before\": %.6f, \"ece_after\": %.6f, \"unknown_tpr\": %g, "
+                 "\"holdout_frac\": %g, \"n_holdout_phases\": %d, "
+                 "\"unknown_auroc_measured\": %s",
+                 o->n_calib, (unsigned long long)TRAIN_CALIB_INDEX_BASE, t_nll, cal->ece_before,
+                 cal->ece_after, TRAIN_UNKNOWN_TPR, o->holdout_frac, cal->n_unknown_phases,
+                 cal->n_unknown_phases > 0 ? "true" : "false");
+        gl = strlen(gen_text);
+        if (o->unknown_lib && gl + 32 < sizeof gen_text) {
+            strcpy(gen_text + gl, ", \"holdout_phases\": [");
+            gl = strlen(gen_text);
+            for (int i = 0; i < pid_phaselib_count(o->unknown_lib); i++) {
+                const pid_structure *u = pid_phaselib_get(o->unknown_lib, i);
+                if (gl + strlen(u->name) + 8 >= sizeof gen_text) break;
+                gl += (size_t)snprintf(gen_text + gl, sizeof gen_text - gl, "%s\"%s\"",
+                                       i ? ", " : "", u->name);
+            }
+            strcpy(gen_text + gl, "]");
+            gl = strlen(gen_text);
+        }
+    }
+    snprintf(gen_text + gl, sizeof gen_text - gl, "}");
     char created[32];
     time_t t = time(NULL);
     struct tm tm;
@@ -342,11 +376,11 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     m->preprocessing = dup_str("max-normalize");
     m->background_removal = 0;
     m->normalization = MF_NORM_MAX;
-    m->temperature = TRAIN_UNCALIBRATED_TEMPERATURE;
-    m->ece = TRAIN_UNCALIBRATED_ECE;
+    m->temperature = cal ? cal->temperature : TRAIN_UNCALIBRATED_TEMPERATURE;
+    m->ece = cal ? cal->ece_after : TRAIN_UNCALIBRATED_ECE;
     m->unknown_score = dup_str("energy");
-    m->unknown_threshold = TRAIN_UNCALIBRATED_THRESHOLD;
-    m->unknown_auroc = TRAIN_UNCALIBRATED_AUROC;
+    m->unknown_threshold = cal ? cal->unknown_threshold : TRAIN_UNCALIBRATED_THRESHOLD;
+    m->unknown_auroc = cal ? cal->unknown_auroc : TRAIN_UNCALIBRATED_AUROC;
     m->train_seed = o->seed;
     m->train_steps = steps_done;
     m->train_batch = o->batch;
@@ -354,8 +388,9 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     m->generator = dup_str(gen_text);
     m->phaseid_version = dup_str(PHASEID_VERSION);
     m->created = dup_str(created);
-    char *abs = realpath(pid_phaselib_dir(lib), NULL);
-    m->library = dup_str(abs ? abs : pid_phaselib_dir(lib));
+    const char *libdir = o->library ? o->library : pid_phaselib_dir(lib);
+    char *abs = realpath(libdir, NULL);
+    m->library = dup_str(abs ? abs : libdir);
     free(abs);
     m->n_params = (int64_t)net_param_count(n);
     m->n_buffers = (int64_t)net_buffer_count(n);
@@ -405,6 +440,267 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
         *step0 = m->train_steps;
     }
     mf_model_destroy(m);
+    return st;
+}
+
+/* ------------------------------------------------------ calibration */
+
+/* Logits [n, k] of patterns [base, base + n) of generator g (kg phases),
+ * rendered and run in batches of bsz; labels [n] and multi-hot [n, kg] are
+ * copied out when non-NULL. */
+static pid_status forward_set(net *n, pid_backend *be, const pid_xrd_gen *g, uint64_t base,
+                              int count, int bsz, int threads, int p, int k, float *logits,
+                              int32_t *labels, float *mh, pid_error *err)
+{
+    const int kg = pid_xrd_gen_n_phases(g);
+    pid_status st = PID_OK;
+    float *x = malloc(sizeof(float) * (size_t)bsz * p);
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)bsz);
+    float *bm = malloc(sizeof(float) * (size_t)bsz * kg);
+    float *bf = malloc(sizeof(float) * (size_t)bsz * kg);
+    if (!x || !lab || !bm || !bf) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+        goto done;
+    }
+    for (int i0 = 0; i0 < count; i0 += bsz) {
+        int cnt = count - i0 < bsz ? count - i0 : bsz;
+        if ((st = gen_parallel(g, base + (uint64_t)i0, cnt, threads, x, lab, bm, bf, err)) ||
+            (st = pid_backend_upload(be, net_input_buffer(n), x, sizeof(float) * (size_t)cnt * p,
+                                     err)) ||
+            (st = net_forward(n, net_input_buffer(n), cnt, 0, err)) ||
+            (st = pid_backend_download(be, logits + (size_t)i0 * k, net_logits(n),
+                                       sizeof(float) * (size_t)cnt * k, err)))
+            goto done;
+        if (labels) memcpy(labels + i0, lab, sizeof(int32_t) * (size_t)cnt);
+        if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
+    }
+done:
+    free(x);
+    free(lab);
+    free(bm);
+    free(bf);
+    return st;
+}
+
+/* Temperature, ECE before/after, energy threshold and AUROC into r. The
+ * temperature is the NLL fit (*t_nll); should it raise the ECE on the
+ * calibration set above that of T = 1 (possible: the NLL and the binned ECE
+ * are different criteria), T = 1 is kept, so calibration never worsens the
+ * stored ECE. */
+static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen, const train_opts *o,
+                            net_head_kind head, int threads, int bsz, int p, int k, train_result *r,
+                            double *t_nll, pid_error *err)
+{
+    const int nc = o->n_calib;
+    pid_status st = PID_OK;
+    pid_xrd_gen *ugen = NULL;
+    float *z = malloc(sizeof(float) * (size_t)nc * k);
+    float *zu = NULL;
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)nc);
+    float *mh = malloc(sizeof(float) * (size_t)nc * k);
+    double *ek = malloc(sizeof(double) * (size_t)nc), *eu = NULL;
+    if (!z || !lab || !mh || !ek) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+        goto done;
+    }
+    if ((st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z, lab, mh,
+                          err)))
+        goto done;
+    double T = 1.0, e1 = 1.0, eT = 1.0;
+    if (head == NET_HEAD_SOFTMAX) {
+        if ((st = calib_fit_temperature(z, lab, (size_t)nc, (size_t)k, &T, err)) ||
+            (st = calib_ece(z, lab, (size_t)nc, (size_t)k, 1.0, 0, &e1, NULL, err)) ||
+            (st = calib_ece(z, lab, (size_t)nc, (size_t)k, T, 0, &eT, NULL, err)))
+            goto done;
+    } else {
+        if ((st = calib_fit_temperature_multilabel(z, mh, (size_t)nc, (size_t)k, &T, err)) ||
+            (st = calib_ece_multilabel(z, mh, (size_t)nc, (size_t)k, 1.0, 0, &e1, NULL, err)) ||
+            (st = calib_ece_multilabel(z, mh, (size_t)nc, (size_t)k, T, 0, &eT, NULL, err)))
+            goto done;
+    }
+    *t_nll = T;
+    if (eT > e1) {
+        T = 1.0;
+        eT = e1;
+    }
+    r->calibrated = 1;
+    r->temperature = T;
+    r->ece_before = e1;
+    r->ece_after = eT;
+    for (int i = 0; i < nc; i++) {
+        ek[i] = calib_energy(z + (size_t)i * k, (size_t)k, T);
+        if (isnan(ek[i])) {
+            st =
+                pid_fail(err, PID_ERR_ARG, "train: non-finite logits on calibration pattern %d", i);
+            goto done;
+        }
+    }
+    if ((st =
+             calib_threshold_at_tpr(ek, (size_t)nc, TRAIN_UNKNOWN_TPR, &r->unknown_threshold, err)))
+        goto done;
+    r->unknown_auroc = TRAIN_AUROC_NOT_MEASURED;
+    r->n_unknown_phases = 0;
+    if (o->unknown_lib && pid_phaselib_count(o->unknown_lib) > 0) {
+        pid_xrd_dataset_opts uo = o->gen;
+        uo.seed = o->seed;
+        uo.aug.mixtures_max = o->mixtures;
+        if (uo.aug.mixtures_max > pid_phaselib_count(o->unknown_lib))
+            uo.aug.mixtures_max = pid_phaselib_count(o->unknown_lib);
+        uo.n = 1;
+        if ((st = pid_xrd_gen_create(&ugen, o->unknown_lib, &uo, err))) goto done;
+        if (pid_xrd_gen_n_points(ugen) != p) {
+            st = pid_fail(err, PID_ERR_INTERNAL, "train: unknown-phase grid mismatch");
+            goto done;
+        }
+        zu = malloc(sizeof(float) * (size_t)nc * k);
+        eu = malloc(sizeof(double) * (size_t)nc);
+        if (!zu || !eu) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+            goto done;
+        }
+        if ((st = forward_set(n, be, ugen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu, NULL,
+                              NULL, err)))
+            goto done;
+        for (int i = 0; i < nc; i++) {
+            eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);
+            if (isnan(eu[i])) {
+                st =
+                    pid_fail(err, PID_ERR_ARG, "train: non-finite logits on unknown pattern %d", i);
+                goto done;
+            }
+        }
+        if ((st = calib_auroc(ek, (size_t)nc, eu, (size_t)nc, &r->unknown_auroc, err))) goto done;
+        r->n_unknown_phases = pid_phaselib_count(o->unknown_lib);
+    }
+done:
+    pid_xrd_gen_destroy(ugen);
+    free(z);
+    free(zu);
+    free(lab);
+    free(mh);
+    free(ek);
+    free(eu);
+    return st;
+}
+
+/* ---------------------------------------------------- held-out phases */
+
+void train_split_cleanup(const char *known_dir, const char *unknown_dir)
+{
+    const char *dirs[2] = {known_dir, unknown_dir};
+    for (int d = 0; d < 2; d++) {
+        if (!dirs[d] || !dirs[d][0]) continue;
+        DIR *dp = opendir(dirs[d]);
+        if (dp) { /* remove the symbolic links made by train_split_phases */
+            struct dirent *e;
+            while ((e = readdir(dp)) != NULL) {
+                char path[1024];
+                struct stat sb;
+                snprintf(path, sizeof path, "%s/%s", dirs[d], e->d_name);
+                if (!lstat(path, &sb) && S_ISLNK(sb.st_mode)) unlink(path);
+            }
+            closedir(dp);
+        }
+        rmdir(dirs[d]);
+    }
+}
+
+pid_status train_split_phases(const char *dir, double frac, uint64_t seed, char *known_dir,
+                              char *unknown_dir, size_t cap, pid_phaselib **known,
+                              pid_phaselib **unknown, pid_error *err)
+{
+    *known = NULL;
+    *unknown = NULL;
+    if (cap < 64) return pid_fail(err, PID_ERR_ARG, "train: folder buffers too small");
+    known_dir[0] = unknown_dir[0] = '\0';
+    if (!(frac >= 0 && frac < 1))
+        return pid_fail(err, PID_ERR_ARG, "train: held-out phase fraction %g (need 0 <= f < 1)",
+                        frac);
+    pid_phaselib *all = NULL;
+    pid_status st = pid_phaselib_load(dir, &all, err);
+    if (st) return st;
+    const int np = pid_phaselib_count(all);
+    char **files = calloc((size_t)(np > 0 ? np : 1), sizeof *files);
+    int *perm = calloc((size_t)(np > 0 ? np : 1), sizeof *perm);
+    int nf = 0;
+    if (!files || !perm) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < np; i++) { /* distinct source files, in library order */
+        char *rp = realpath(pid_phaselib_get(all, i)->source, NULL);
+        if (!rp) {
+            st = pid_fail(err, PID_ERR_IO, "train: cannot resolve %s",
+                          pid_phaselib_get(all, i)->source);
+            goto done;
+        }
+        int dup = 0;
+        for (int j = 0; j < nf && !dup; j++)
+            dup = !strcmp(files[j], rp);
+        if (dup)
+            free(rp);
+        else
+            files[nf++] = rp;
+    }
+    int h = (int)llround(frac * nf);
+    if (frac > 0 && h < 1) h = 1;
+    if (h > nf - 2) h = nf - 2;
+    if (h < 0) h = 0;
+    if (frac > 0 && h < 1) {
+        st = pid_fail(err, PID_ERR_ARG,
+                      "train: cannot hold out phases of a %d-file library (need >= 3 files)", nf);
+        goto done;
+    }
+    for (int i = 0; i < nf; i++)
+        perm[i] = i;
+    pid_rng rng;
+    pid_rng_init(&rng, seed, 0x686f6c646f7574ULL); /* "holdout" */
+    for (int i = nf - 1; i > 0; i--) {
+        int j = (int)pid_rng_below(&rng, (uint32_t)(i + 1));
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    /* perm[0..h) are held out */
+    snprintf(known_dir, cap, "/tmp/phaseid_known_XXXXXX");
+    if (!mkdtemp(known_dir)) {
+        known_dir[0] = '\0';
+        st = pid_fail(err, PID_ERR_IO, "train: cannot make a temporary folder");
+        goto done;
+    }
+    if (h > 0) {
+        snprintf(unknown_dir, cap, "/tmp/phaseid_unknown_XXXXXX");
+        if (!mkdtemp(unknown_dir)) {
+            unknown_dir[0] = '\0';
+            st = pid_fail(err, PID_ERR_IO, "train: cannot make a temporary folder");
+            goto done;
+        }
+    }
+    for (int i = 0; i < nf; i++) {
+        const char *f = files[perm[i]];
+        const char *b = strrchr(f, '/');
+        char link[1024];
+        snprintf(link, sizeof link, "%s/%s", i < h ? unknown_dir : known_dir, b ? b + 1 : f);
+        if (symlink(f, link)) {
+            st = pid_fail(err, PID_ERR_IO, "train: cannot link %s", link);
+            goto done;
+        }
+    }
+    if ((st = pid_phaselib_load(known_dir, known, err))) goto done;
+    if (h > 0 && (st = pid_phaselib_load(unknown_dir, unknown, err))) goto done;
+done:
+    if (st) {
+        pid_phaselib_destroy(*known);
+        pid_phaselib_destroy(*unknown);
+        *known = *unknown = NULL;
+        train_split_cleanup(known_dir, unknown_dir);
+        known_dir[0] = unknown_dir[0] = '\0';
+    }
+    for (int i = 0; i < nf; i++)
+        free(files[i]);
+    free(files);
+    free(perm);
+    pid_phaselib_destroy(all);
     return st;
 }
 
@@ -543,7 +839,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
             win_correct = win_total = 0;
         }
         if (o->checkpoint && ((s + 1) % ck_every == 0 || last)) {
-            if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, err)))
+            if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, NULL, 1.0,
+                                 err)))
                 goto done;
         }
     }
@@ -578,8 +875,12 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         }
         r.val_acc = (double)correct / (double)o->n_val;
     }
-    if (out_path &&
-        (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc, err)))
+    double t_nll = 1.0;
+    if (o->n_calib > 0 &&
+        (st = calibrate(n, be, gen, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
+        goto done;
+    if (out_path && (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc,
+                                     o->n_calib > 0 ? &r : NULL, t_nll, err)))
         goto done;
     if (res) *res = r;
 

@@ -19,6 +19,19 @@ extern "C" {
 /* Validation indices start here in the generator's stream, far from the
  * training stream (step * batch + i), so the two never overlap. */
 #define TRAIN_VAL_INDEX_BASE ((uint64_t)1 << 40)
+/* Calibration indices (temperature fit, ECE, unknown-phase threshold and
+ * AUROC) start here: disjoint from the training and validation streams. The
+ * held-out ("unknown") phases are rendered from the same base by their own
+ * generator. */
+#define TRAIN_CALIB_INDEX_BASE ((uint64_t)1 << 41)
+/* Default calibration set size and the true-positive rate on known patterns
+ * at which the unknown-phase threshold is set. */
+#define TRAIN_CALIB_DEFAULT_N 2000
+#define TRAIN_UNKNOWN_TPR 0.95
+/* Stored unknown_auroc when no phase was held out (nothing to measure it on):
+ * the chance value 0.5, finite and in [0, 1] so mf_validate accepts it; the
+ * generator attribute then says "unknown_auroc_measured": false. */
+#define TRAIN_AUROC_NOT_MEASURED 0.5
 
 /* Placeholders written to a freshly trained model's calibration fields: the
  * file validator needs finite values in range, so an uncalibrated model says
@@ -32,25 +45,32 @@ extern "C" {
 #define TRAIN_UNCALIBRATED_AUROC 0.5
 
 typedef struct {
-    const char *spec;         /* architecture (NULL = NET_SPEC_DEFAULT_XRD); a plain `head`
-                                 becomes head(sigmoid,fractions) when mixtures > 1 */
-    int64_t steps;            /* optimizer steps, >= 1 */
-    int batch;                /* patterns per step, >= 1 */
-    double lr;                /* peak learning rate, > 0 */
-    int64_t warmup;           /* linear warm-up steps, 0 <= warmup < steps */
-    double weight_decay;      /* AdamW decoupled weight decay, >= 0 */
-    uint64_t seed;            /* generator stream, weight init and dropout */
-    int mixtures;             /* phases per pattern 1..K_XRD_MAX_PHASES (1: softmax head) */
-    int threads;              /* generator worker threads (0 = the backend's CPU count) */
-    int n_val;                /* validation patterns (0 = none) */
-    pid_xrd_dataset_opts gen; /* grid, source, LP, augmentation; seed, n and
-                                 mixtures_max are set from the fields above */
-    const char *checkpoint;   /* model file rewritten every checkpoint_every steps
-                                 and at the end (NULL = none) */
-    int64_t checkpoint_every; /* 0 = max(steps / 10, 1) */
-    const char *resume;       /* checkpoint to continue from (NULL = fresh start) */
-    int quiet;                /* 1: no progress display */
-    double *loss_curve;       /* optional [steps]: batch loss of every step run */
+    const char *spec;                /* architecture (NULL = NET_SPEC_DEFAULT_XRD); a plain `head`
+                                        becomes head(sigmoid,fractions) when mixtures > 1 */
+    int64_t steps;                   /* optimizer steps, >= 1 */
+    int batch;                       /* patterns per step, >= 1 */
+    double lr;                       /* peak learning rate, > 0 */
+    int64_t warmup;                  /* linear warm-up steps, 0 <= warmup < steps */
+    double weight_decay;             /* AdamW decoupled weight decay, >= 0 */
+    uint64_t seed;                   /* generator stream, weight init and dropout */
+    int mixtures;                    /* phases per pattern 1..K_XRD_MAX_PHASES (1: softmax head) */
+    int threads;                     /* generator worker threads (0 = the backend's CPU count) */
+    int n_val;                       /* validation patterns (0 = none) */
+    pid_xrd_dataset_opts gen;        /* grid, source, LP, augmentation; seed, n and
+                                        mixtures_max are set from the fields above */
+    const char *checkpoint;          /* model file rewritten every checkpoint_every steps
+                                        and at the end (NULL = none) */
+    int64_t checkpoint_every;        /* 0 = max(steps / 10, 1) */
+    const char *resume;              /* checkpoint to continue from (NULL = fresh start) */
+    int quiet;                       /* 1: no progress display */
+    double *loss_curve;              /* optional [steps]: batch loss of every step run */
+    int n_calib;                     /* calibration patterns after training (0 = no calibration:
+                                        the TRAIN_UNCALIBRATED_* placeholders are stored) */
+    const pid_phaselib *unknown_lib; /* phases held out of `lib` (NULL = none): their
+                                        patterns give the unknown-phase AUROC */
+    double holdout_frac;             /* recorded in the provenance only (the split itself is
+                                        made by the caller, see train_split_phases), [0, 1) */
+    const char *library;             /* library path recorded in the model (NULL = lib's folder) */
 } train_opts;
 
 /* Defaults: default spec, 1000 steps, batch 64, lr 1e-3, warm-up 100 (capped
@@ -59,12 +79,19 @@ typedef struct {
 void train_opts_default(train_opts *o);
 
 typedef struct {
-    int64_t steps_done;   /* total steps including resumed ones */
-    double final_loss;    /* loss of the last step */
-    double train_acc;     /* accuracy over the last (up to 50) steps' batches */
-    double val_acc;       /* top-1 (softmax) or exact-set at 0.5 (sigmoid); -1 without n_val */
-    double train_seconds; /* wall time of the training loop */
-    double samples_per_s; /* training patterns per second */
+    int64_t steps_done;       /* total steps including resumed ones */
+    double final_loss;        /* loss of the last step */
+    double train_acc;         /* accuracy over the last (up to 50) steps' batches */
+    double val_acc;           /* top-1 (softmax) or exact-set at 0.5 (sigmoid); -1 without n_val */
+    double train_seconds;     /* wall time of the training loop */
+    double samples_per_s;     /* training patterns per second */
+    int calibrated;           /* 1 when the fields below were measured (n_calib > 0) */
+    double temperature;       /* fitted temperature */
+    double ece_before;        /* ECE at T = 1 on the calibration set */
+    double ece_after;         /* ECE at the fitted T (stored as the model's ece) */
+    double unknown_threshold; /* energy threshold at TRAIN_UNKNOWN_TPR of the known */
+    double unknown_auroc;     /* known vs held-out phases; TRAIN_AUROC_NOT_MEASURED without */
+    int n_unknown_phases;     /* phases in unknown_lib (0 = none) */
 } train_result;
 
 /* Learning rate at step s (0-based) of `steps`: linear warm-up
@@ -76,9 +103,26 @@ double train_lr_at(int64_t s, int64_t steps, int64_t warmup, double lr);
 /* Check the settings (PID_ERR_ARG naming the field). */
 pid_status train_opts_validate(const train_opts *o, pid_error *err);
 
+/* Split the *.cif files of `dir` (or "builtin") reproducibly from `seed`:
+ * round(frac * files) of them (at least 1 when frac > 0, and always leaving
+ * at least 2) are held out. Symbolic links to the files are made in two new
+ * temporary folders, known_dir and unknown_dir (each of cap >= 64 bytes;
+ * unknown_dir is "" when nothing is held out), loaded as *known and *unknown
+ * (*unknown = NULL when nothing is held out). frac must be in [0, 1).
+ * train_split_cleanup removes the folders. */
+pid_status train_split_phases(const char *dir, double frac, uint64_t seed, char *known_dir,
+                              char *unknown_dir, size_t cap, pid_phaselib **known,
+                              pid_phaselib **unknown, pid_error *err);
+void train_split_cleanup(const char *known_dir, const char *unknown_dir);
+
 /* Train a network on `lib` (borrowed) with backend `be` (borrowed) and, when
  * out_path is non-NULL, save the final model there (mf_save, every field
- * filled; calibration fields hold the TRAIN_UNCALIBRATED_* placeholders).
+ * filled). With n_calib > 0 the model is then calibrated on n_calib fresh
+ * patterns (TRAIN_CALIB_INDEX_BASE): temperature fit (softmax NLL, or the
+ * multi-label BCE for sigmoid heads), ECE before/after, the energy threshold
+ * at TRAIN_UNKNOWN_TPR of the known patterns and, with unknown_lib, the AUROC
+ * of the energy score on n_calib patterns of the held-out phases; otherwise
+ * the calibration fields hold the TRAIN_UNCALIBRATED_* placeholders.
  * Resume: the checkpoint's parameters and step count are loaded; the AdamW
  * moments restart from zero (they are not stored), the data stream and the
  * schedule continue where they stopped. Reproducible: the same settings and

@@ -92,6 +92,7 @@ static void small_opts(train_opts *o)
     o->warmup = 20;
     o->quiet = 1;
     o->n_val = 400;
+    o->n_calib = 500;
     o->threads = 2;
 }
 
@@ -221,15 +222,113 @@ static void test_learns(void **state)
     assert_int_equal(m->input.w, 1401);
     assert_int_equal(m->train_steps, 300);
     assert_int_equal(m->train_batch, 32);
-    assert_true(m->temperature == TRAIN_UNCALIBRATED_TEMPERATURE);
-    assert_true(m->ece == TRAIN_UNCALIBRATED_ECE);
-    assert_true(m->unknown_threshold == TRAIN_UNCALIBRATED_THRESHOLD);
+    /* calibrated on the held-out calibration set (no phases held out) */
+    printf("  calibration: T %.4f, ECE %.4f -> %.4f, threshold %.4f, AUROC %.2f (not measured)\n",
+           r.temperature, r.ece_before, r.ece_after, r.unknown_threshold, r.unknown_auroc);
+    assert_true(r.calibrated);
+    assert_true(isfinite(m->temperature) && m->temperature > 0);
+    assert_true(m->temperature >= 0.05 && m->temperature <= 20.0);
+    assert_true(m->temperature == r.temperature);
+    assert_true(r.ece_after <= r.ece_before + 1e-9);
+    assert_true(m->ece == r.ece_after);
+    assert_true(m->ece >= 0 && m->ece <= 1);
+    assert_true(m->ece != TRAIN_UNCALIBRATED_ECE);
+    assert_true(isfinite(m->unknown_threshold));
+    assert_true(m->unknown_threshold != TRAIN_UNCALIBRATED_THRESHOLD);
+    assert_true(m->unknown_threshold == r.unknown_threshold);
+    assert_true(m->unknown_auroc == TRAIN_AUROC_NOT_MEASURED);
+    assert_int_equal(r.n_unknown_phases, 0);
+    assert_non_null(strstr(m->generator, "\"calibrated\": true"));
+    assert_non_null(strstr(m->generator, "\"unknown_auroc_measured\": false"));
     assert_true(m->train_flops > 0);
     assert_string_equal(m->phases[1].name, "Si_227");
     assert_string_equal(m->phases[1].formula, "Si");
     assert_string_equal(m->preprocessing, "max-normalize");
+    mf_model_destroy(m);
+
+    /* --calib 0: the placeholders */
+    o.n_calib = 0;
+    o.steps = 5;
+    o.warmup = 1;
+    OK(train_run(lib, &o, cpu, path, &r, &err));
+    assert_false(r.calibrated);
+    OK(mf_load(path, &m, &err));
+    assert_true(m->temperature == TRAIN_UNCALIBRATED_TEMPERATURE);
+    assert_true(m->ece == TRAIN_UNCALIBRATED_ECE);
+    assert_true(m->unknown_threshold == TRAIN_UNCALIBRATED_THRESHOLD);
+    assert_true(m->unknown_auroc == TRAIN_UNCALIBRATED_AUROC);
     assert_non_null(strstr(m->generator, "\"calibrated\": false"));
     mf_model_destroy(m);
+}
+
+/* Held-out phases: a 1-of-4 split of the library is reproducible from the
+ * seed; training on the 3 known phases stores a temperature, an ECE no worse
+ * than uncalibrated, the threshold and a measured AUROC in [0, 1]. */
+static void test_holdout_calibration(void **state)
+{
+    (void)state;
+    char kd[256], ud[256], kd2[256], ud2[256];
+    pid_phaselib *known = NULL, *unknown = NULL, *k2 = NULL, *u2 = NULL;
+    OK(train_split_phases(tmpdir, 0.25, 7, kd, ud, sizeof kd, &known, &unknown, &err));
+    assert_non_null(unknown);
+    assert_int_equal(pid_phaselib_count(known), 3);
+    assert_int_equal(pid_phaselib_count(unknown), 1);
+    OK(train_split_phases(tmpdir, 0.25, 7, kd2, ud2, sizeof kd2, &k2, &u2, &err));
+    assert_string_equal(pid_phaselib_get(unknown, 0)->name, pid_phaselib_get(u2, 0)->name);
+    pid_phaselib_destroy(k2);
+    pid_phaselib_destroy(u2);
+    train_split_cleanup(kd2, ud2);
+    assert_int_equal(access(kd2, F_OK), -1);
+    /* fraction 0: nothing held out; bad fractions refused */
+    OK(train_split_phases(tmpdir, 0.0, 7, kd2, ud2, sizeof kd2, &k2, &u2, &err));
+    assert_null(u2);
+    assert_int_equal(pid_phaselib_count(k2), 4);
+    pid_phaselib_destroy(k2);
+    train_split_cleanup(kd2, ud2);
+    assert_int_equal(train_split_phases(tmpdir, NAN, 7, kd2, ud2, sizeof kd2, &k2, &u2, &err),
+                     PID_ERR_ARG);
+    assert_int_equal(train_split_phases(tmpdir, 1.0, 7, kd2, ud2, sizeof kd2, &k2, &u2, &err),
+                     PID_ERR_ARG);
+
+    train_opts o;
+    small_opts(&o);
+    o.steps = 150;
+    o.n_val = 100;
+    o.unknown_lib = unknown;
+    o.holdout_frac = 0.25;
+    o.library = tmpdir;
+    char path[512];
+    snprintf(path, sizeof path, "%s/model_holdout.h5", tmpdir);
+    train_result r;
+    OK(train_run(known, &o, cpu, path, &r, &err));
+    printf("  holdout: T %.4f, ECE %.4f -> %.4f, threshold %.4f, AUROC %.4f\n", r.temperature,
+           r.ece_before, r.ece_after, r.unknown_threshold, r.unknown_auroc);
+    assert_true(r.ece_after <= r.ece_before + 1e-9);
+    assert_int_equal(r.n_unknown_phases, 1);
+    mf_model *m = NULL;
+    OK(mf_load(path, &m, &err));
+    assert_int_equal(m->n_classes, 3);
+    assert_true(isfinite(m->temperature) && m->temperature > 0);
+    assert_true(m->ece >= 0 && m->ece <= 1 && m->ece == r.ece_after);
+    assert_true(isfinite(m->unknown_threshold) && m->unknown_threshold == r.unknown_threshold);
+    assert_true(m->unknown_auroc >= 0 && m->unknown_auroc <= 1);
+    assert_true(m->unknown_auroc == r.unknown_auroc);
+    assert_non_null(strstr(m->generator, "\"unknown_auroc_measured\": true"));
+    assert_non_null(strstr(m->generator, pid_phaselib_get(unknown, 0)->name));
+    mf_model_destroy(m);
+
+    /* bad settings */
+    o.holdout_frac = 1.0;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    o.holdout_frac = NAN;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    o.holdout_frac = 0.25;
+    o.n_calib = -1;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+
+    pid_phaselib_destroy(known);
+    pid_phaselib_destroy(unknown);
+    train_split_cleanup(kd, ud);
 }
 
 /* Same seed -> the identical loss curve, whatever the generator threads;
@@ -305,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_learns),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_mixtures_resume),
+        cmocka_unit_test(test_holdout_calibration),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
