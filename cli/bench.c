@@ -1,7 +1,9 @@
 /* `phaseid bench xrd`: full-profile XRD simulation throughput (Cu K-alpha
  * doublet, 10-80 deg at 0.01 deg, every default augmentation on, each
  * pattern drawn and rendered) on one CPU thread, on all threads, and on CUDA
- * when a device is visible; prints a table and writes JSON. */
+ * when a device is visible; prints a table and writes JSON.
+ * `phaseid bench classify` (alias infer): network inference throughput of a
+ * trained model through cls_run at several batch sizes. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -10,11 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "kernels/backend.h"
+#include "models/classify.h"
+#include "models/spec.h"
 #include "synth/augment.h"
 #include "synth/cif.h"
 #include "synth/phaselib.h"
@@ -449,16 +454,326 @@ out:
     return rc;
 }
 
+#define PROGC "phaseid bench classify"
+#define BENCHC_MAX_SIZES 16
+
+static void bench_classify_usage(FILE *f)
+{
+    fprintf(f, "usage: phaseid bench classify --model MODEL.h5 [--batch 1,64,4096] [--seconds S]\n"
+               "                              [--device cpu|cuda|auto] [--json FILE]\n"
+               "(alias: phaseid bench infer)\n"
+               "\n"
+               "Measure network inference throughput: frames per second through cls_run\n"
+               "(inference-mode forward, calibrated probabilities, ranking, unknown score) on\n"
+               "frames already on the model grid and preprocessed, so it measures the network,\n"
+               "not file parsing or resampling. The frames are synthetic (smooth random peaks,\n"
+               "max-normalized). One measurement per batch size; prints batch, frames/s,\n"
+               "microseconds per frame, parameters and inference FLOPs per frame (from the\n"
+               "spec totals), achieved GFLOP/s and the peak resident memory (getrusage maxrss).\n"
+               "\n"
+               "options:\n"
+               "  --model MODEL.h5        trained model file (required)\n"
+               "  --batch B1,B2,...       batch sizes (default 1,64,4096), each 1..65536\n"
+               "  --seconds S             time per batch size, 0.1..600 (default 3)\n"
+               "  --device cpu|cuda|auto  inference backend (default auto)\n"
+               "  --json FILE             also write the results as JSON\n"
+               "  -h, --help              show this help\n"
+               "\n"
+               "exit status: 0 ok, 1 error, 2 bad arguments.\n");
+}
+
+static long maxrss_kib(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return -1;
+    return ru.ru_maxrss; /* KiB on Linux */
+}
+
+static double process_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return 0;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* Write s as a JSON string body (quotes, backslashes, control characters
+ * escaped). */
+static void json_escaped(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+}
+
+static int parse_batches(const char *v, int *sizes, int *n)
+{
+    *n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end = NULL;
+        errno = 0;
+        long b = strtol(p, &end, 10);
+        if (end == p || errno || b < 1 || b > 65536 || *n >= BENCHC_MAX_SIZES) return -1;
+        sizes[(*n)++] = (int)b;
+        if (*end == ',')
+            p = end + 1;
+        else if (*end == '\0')
+            p = end;
+        else
+            return -1;
+        if (*end == ',' && !*p) return -1;
+    }
+    return *n > 0 ? 0 : -1;
+}
+
+typedef struct {
+    int batch;
+    double frames_per_s;
+    double us_per_frame;
+    int64_t frames;
+    double seconds;
+    double cpu_s; /* process CPU time (user + system) during the run */
+    long maxrss_kib;
+} benchc_result;
+
+static int bench_classify(int argc, char **argv)
+{
+    const char *model = NULL, *device = "auto", *json = NULL;
+    int sizes[BENCHC_MAX_SIZES] = {1, 64, 4096}, n_sizes = 3;
+    double seconds = 3.0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            bench_classify_usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, PROGC ": %s: %s\n", o,
+                    strncmp(o, "--", 2) ? "unexpected argument" : "missing value");
+            return 2;
+        }
+        const char *v = argv[++i];
+        char *end = NULL;
+        errno = 0;
+        if (!strcmp(o, "--model"))
+            model = v;
+        else if (!strcmp(o, "--device"))
+            device = v;
+        else if (!strcmp(o, "--json"))
+            json = v;
+        else if (!strcmp(o, "--batch")) {
+            if (parse_batches(v, sizes, &n_sizes)) {
+                fprintf(stderr,
+                        PROGC ": --batch %s: expected a comma-separated list of 1..65536 "
+                              "(at most %d)\n",
+                        v, BENCHC_MAX_SIZES);
+                return 2;
+            }
+        } else if (!strcmp(o, "--seconds")) {
+            seconds = strtod(v, &end);
+            if (end == v || *end || !isfinite(seconds) || seconds < 0.1 || seconds > 600) {
+                fprintf(stderr, PROGC ": --seconds %s: expected 0.1..600\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, PROGC ": unknown option %s (see --help)\n", o);
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, PROGC ": --model is required (see --help)\n");
+        return 2;
+    }
+    if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto")) {
+        fprintf(stderr, PROGC ": --device %s: expected cpu, cuda or auto\n", device);
+        return 2;
+    }
+    int max_b = 1;
+    for (int k = 0; k < n_sizes; k++)
+        if (sizes[k] > max_b) max_b = sizes[k];
+
+    pid_error err;
+    pid_error_clear(&err);
+    int rc = 1;
+    float *frames = NULL;
+    cls_results *res = NULL;
+    cls_classifier *c = NULL;
+    net_spec *spec = NULL;
+    FILE *jf = NULL;
+    benchc_result out[BENCHC_MAX_SIZES];
+    memset(out, 0, sizeof out);
+    long rss0 = maxrss_kib();
+
+    if (cls_open(&c, model, device, max_b, &err)) {
+        fprintf(stderr, PROGC ": %s\n", err.msg);
+        return 1;
+    }
+    const mf_model *m = cls_model(c);
+    net_spec_totals tot;
+    memset(&tot, 0, sizeof tot);
+    if (net_spec_parse(m->arch_spec, &spec, &err) ||
+        net_spec_build(spec, &m->input, m->n_classes, &err) ||
+        net_spec_totals_get(spec, &tot, &err)) {
+        fprintf(stderr, PROGC ": %s: spec: %s\n", model, err.msg);
+        goto out;
+    }
+    int64_t fs = cls_frame_size(c);
+    frames = malloc(sizeof(float) * (size_t)fs * (size_t)max_b);
+    if (!frames) {
+        fprintf(stderr, PROGC ": out of memory for %d frames of %lld values\n", max_b,
+                (long long)fs);
+        goto out;
+    }
+    /* Deterministic synthetic frames: a few Gaussian peaks on a low floor,
+     * max-normalized, different per frame. */
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    for (int f = 0; f < max_b; f++) {
+        float *x = frames + (size_t)f * (size_t)fs;
+        for (int64_t j = 0; j < fs; j++)
+            x[j] = 0.02f;
+        for (int p = 0; p < 12; p++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int64_t ctr = (int64_t)((rng >> 33) % (uint64_t)fs);
+            float amp = 0.1f + (float)((rng >> 20) & 1023) / 1137.0f;
+            for (int64_t j = ctr - 20; j <= ctr + 20; j++)
+                if (j >= 0 && j < fs)
+                    x[j] += amp * expf(-0.5f * (float)((j - ctr) * (j - ctr)) / 9.0f);
+        }
+        float mx = 0;
+        for (int64_t j = 0; j < fs; j++)
+            if (x[j] > mx) mx = x[j];
+        for (int64_t j = 0; j < fs; j++)
+            x[j] /= mx;
+    }
+    if (cls_results_create(&res, c, max_b, &err)) {
+        fprintf(stderr, PROGC ": %s\n", err.msg);
+        goto out;
+    }
+    for (int k = 0; k < n_sizes; k++) {
+        int b = sizes[k];
+        /* warm-up: one call */
+        if (cls_run(c, frames, b, res, &err)) {
+            fprintf(stderr, PROGC ": batch %d: %s\n", b, err.msg);
+            goto out;
+        }
+        int64_t done = 0;
+        double c0 = process_cpu_s();
+        double t0 = now_s(), t = t0;
+        do {
+            if (cls_run(c, frames, b, res, &err)) {
+                fprintf(stderr, PROGC ": batch %d: %s\n", b, err.msg);
+                goto out;
+            }
+            done += b;
+            t = now_s();
+        } while (t - t0 < seconds);
+        out[k].batch = b;
+        out[k].frames = done;
+        out[k].seconds = t - t0;
+        out[k].cpu_s = process_cpu_s() - c0;
+        out[k].frames_per_s = (double)done / (t - t0);
+        out[k].us_per_frame = 1e6 * (t - t0) / (double)done;
+        out[k].maxrss_kib = maxrss_kib();
+    }
+
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0) load[0] = -1;
+    const char *dev = cls_device_name(c);
+    char shape[64];
+    net_spec_format_shape(&m->input, shape, sizeof shape);
+    printf("model %s: input %s, %lld classes, %lld params, %.3f MFLOPs/frame, device %s\n", model,
+           shape, (long long)m->n_classes, (long long)tot.params, 1e-6 * (double)tot.flops_infer,
+           dev);
+    printf("%-8s %-12s %-10s %-10s %-16s %-10s %s\n", "batch", "frames/s", "us/frame", "GFLOP/s",
+           "per CPU-second", "frames", "maxrss MiB");
+    for (int k = 0; k < n_sizes; k++)
+        printf("%-8d %-12.0f %-10.2f %-10.2f %-16.0f %-10lld %.1f\n", out[k].batch,
+               out[k].frames_per_s, out[k].us_per_frame,
+               1e-9 * out[k].frames_per_s * (double)tot.flops_infer,
+               out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0,
+               (long long)out[k].frames, (double)out[k].maxrss_kib / 1024.0);
+    printf("(per CPU-second = frames per second of process CPU time, user + system: robust\n"
+           " to other load; CPU: %s, %ld cores online, load average %.2f; maxrss before\n"
+           " loading %.1f MiB)\n",
+           cpu, online, load[0], (double)rss0 / 1024.0);
+    if (json) {
+        jf = fopen(json, "w");
+        if (!jf) {
+            fprintf(stderr, PROGC ": --json %s: cannot write\n", json);
+            goto out;
+        }
+        fprintf(jf,
+                "{\n  \"benchmark\": \"xrd_inference_throughput\",\n  \"phaseid_version\": "
+                "\"%s\",\n  \"model\": \"",
+                PHASEID_VERSION);
+        json_escaped(jf, model);
+        fprintf(jf, "\",\n  \"arch_spec\": \"");
+        json_escaped(jf, m->arch_spec);
+        fprintf(jf,
+                "\",\n  \"input\": \"%s\",\n  \"n_classes\": %lld,\n  \"params\": %lld,\n"
+                "  \"flops_per_frame\": %lld,\n  \"device\": \"%s\",\n  \"cpu_model\": \"",
+                shape, (long long)m->n_classes, (long long)tot.params, (long long)tot.flops_infer,
+                dev);
+        json_escaped(jf, cpu);
+        fprintf(jf,
+                "\",\n  \"cores_online\": %ld,\n  \"load_average_1min\": %.2f,\n"
+                "  \"seconds_per_run\": %g,\n  \"maxrss_kib_before_model\": %ld,\n"
+                "  \"results\": [",
+                online, load[0], seconds, rss0);
+        for (int k = 0; k < n_sizes; k++)
+            fprintf(jf,
+                    "%s\n    {\"batch\": %d, \"frames_per_s\": %.1f, \"us_per_frame\": %.3f, "
+                    "\"gflops_per_s\": %.3f, \"frames\": %lld, \"seconds\": %.3f, "
+                    "\"cpu_seconds\": %.3f, \"frames_per_cpu_second\": %.1f, "
+                    "\"maxrss_kib\": %ld}",
+                    k ? "," : "", out[k].batch, out[k].frames_per_s, out[k].us_per_frame,
+                    1e-9 * out[k].frames_per_s * (double)tot.flops_infer, (long long)out[k].frames,
+                    out[k].seconds, out[k].cpu_s,
+                    out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0,
+                    out[k].maxrss_kib);
+        fprintf(jf, "\n  ]\n}\n");
+        if (fclose(jf)) {
+            jf = NULL;
+            fprintf(stderr, PROGC ": --json %s: write failed\n", json);
+            goto out;
+        }
+        jf = NULL;
+    }
+    rc = 0;
+out:
+    if (jf) fclose(jf);
+    free(frames);
+    cls_results_destroy(res);
+    net_spec_destroy(spec);
+    cls_close(c);
+    return rc;
+}
+
 int cli_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
         fprintf(f, "usage: phaseid bench <what> [options]\n\n"
-                   "  xrd    XRD profile simulation throughput (patterns/s)\n\n"
-                   "Run 'phaseid bench xrd --help' for the options.\n");
+                   "  xrd       XRD profile simulation throughput (patterns/s)\n"
+                   "  classify  network inference throughput of a trained model (frames/s);\n"
+                   "            alias: infer\n\n"
+                   "Run 'phaseid bench xrd --help' or 'phaseid bench classify --help' for the\n"
+                   "options.\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "xrd")) return bench_xrd(argc - 1, argv + 1);
-    fprintf(stderr, "phaseid bench: unknown benchmark '%s' (available: xrd)\n", argv[1]);
+    if (!strcmp(argv[1], "classify") || !strcmp(argv[1], "infer"))
+        return bench_classify(argc - 1, argv + 1);
+    fprintf(stderr, "phaseid bench: unknown benchmark '%s' (available: xrd, classify)\n", argv[1]);
     return 2;
 }

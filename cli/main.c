@@ -8,7 +8,7 @@ static const cli_command commands[] = {
     {"phases", "list or show the phases of a library", cli_phases},
     {"synth", "simulate XRD sticks or write a synthetic dataset", cli_synth},
     {"match", "rank reference phases against measured patterns (physics baseline)", cli_match},
-    {"bench", "measure simulator throughput", cli_bench},
+    {"bench", "measure simulator and inference throughput", cli_bench},
     {"arch", "parameters and FLOPs per frame of a network spec", cli_arch},
     {"train", "train a phase-identification network on simulated patterns", cli_train},
     {"classify", "identify the phases of measured patterns with a trained model", cli_classify},

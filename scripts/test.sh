@@ -42,8 +42,11 @@ echo "== 2/3 ASan + UBSan build: full suite"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPHASEID_SANITIZE=ON -DPHASEID_CUDA=OFF \
   -DPython3_EXECUTABLE="$PY" >/dev/null
 cmake --build build-asan -j"$JOBS"
+# The real-data model test trains a network for ~1.5 min optimized; unoptimized
+# under ASan it would take most of the CI budget, and its train/classify code
+# paths are covered here by test_train, test_classify and the CLI tests.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure -j"$JOBS")
+  ctest --output-on-failure -j"$JOBS" -E py_test_real_xrd_model)
 
 echo "== 3/3 libFuzzer targets, ${FUZZ_SECONDS}s each"
 bash tests/fuzz/run_fuzz.sh "$FUZZ_SECONDS"
