@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "kernels/backend.h"
 #include "synth/phaselib.h"
@@ -99,79 +100,15 @@ static void xrd_usage(FILE *f)
         "exit status: 0 ok, 1 library, file or device error, 2 bad arguments.\n");
 }
 
-/* ------------------------------------------------------------- parsing */
-
-static int bad_arg(const char *opt, const char *val, const char *why)
-{
-    if (val)
-        fprintf(stderr, PROG ": %s %s: %s\n", opt, val, why);
-    else
-        fprintf(stderr, PROG ": %s: %s\n", opt, why);
-    return 2;
-}
-
-static int parse_num(const char *s, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-/* "A:B" or, when allow_off, "off" (-> 0:0). */
-static int parse_pair(const char *s, double *a, double *b, int allow_off)
-{
-    if (allow_off && !strcmp(s, "off")) {
-        *a = *b = 0.0;
-        return 0;
-    }
-    char buf[128];
-    if (strlen(s) >= sizeof buf) return -1;
-    strcpy(buf, s);
-    char *c = strchr(buf, ':');
-    if (!c) return -1;
-    *c = '\0';
-    return parse_num(buf, a) || parse_num(c + 1, b) ? -1 : 0;
-}
-
-static int parse_triple(const char *s, double v[3])
-{
-    char buf[128];
-    if (strlen(s) >= sizeof buf) return -1;
-    strcpy(buf, s);
-    char *p = buf;
-    for (int i = 0; i < 3; i++) {
-        char *c = strchr(p, ':');
-        if (i < 2 && !c) return -1;
-        if (i == 2 && c) return -1;
-        if (c) *c = '\0';
-        if (parse_num(p, &v[i])) return -1;
-        p = c ? c + 1 : p;
-    }
-    return 0;
-}
-
-static int parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* Range option: both ends finite, min <= max. */
 static int range_opt(const char *opt, const char *val, pid_range *r, int allow_off, double scale)
 {
     double a, b;
-    if (parse_pair(val, &a, &b, allow_off))
-        return bad_arg(opt, val,
-                       allow_off ? "expected MIN:MAX (numbers) or off"
-                                 : "expected MIN:MAX (finite numbers)");
-    if (a > b) return bad_arg(opt, val, "MIN must not exceed MAX");
+    if (cli_parse_pair(val, &a, &b, allow_off))
+        return cli_bad_arg(PROG, opt, val,
+                           allow_off ? "expected MIN:MAX (numbers) or off"
+                                     : "expected MIN:MAX (finite numbers)");
+    if (a > b) return cli_bad_arg(PROG, opt, val, "MIN must not exceed MAX");
     r->lo = a * scale;
     r->hi = b * scale;
     return 0;
@@ -247,8 +184,8 @@ static int synth_xrd(int argc, char **argv)
             o.debye_waller = 0;
             continue;
         }
-        if (strncmp(opt, "--", 2) != 0) return bad_arg(opt, NULL, "unexpected argument");
-        if (i + 1 >= argc) return bad_arg(opt, NULL, "missing value");
+        if (strncmp(opt, "--", 2) != 0) return cli_bad_arg(PROG, opt, NULL, "unexpected argument");
+        if (i + 1 >= argc) return cli_bad_arg(PROG, opt, NULL, "missing value");
         const char *v = argv[++i];
         double x;
         long long k;
@@ -262,43 +199,49 @@ static int synth_xrd(int argc, char **argv)
         else if (!strcmp(opt, "--wavelength"))
             wave = v;
         else if (!strcmp(opt, "--n")) {
-            if (parse_int(v, 1, INT64_MAX / 2, &n))
-                return bad_arg(opt, v, "expected a whole number of patterns >= 1");
+            if (cli_parse_int(v, 1, INT64_MAX / 2, &n))
+                return cli_bad_arg(PROG, opt, v, "expected a whole number of patterns >= 1");
         } else if (!strcmp(opt, "--seed")) {
             char *end = NULL;
             errno = 0;
             unsigned long long s = strtoull(v, &end, 10);
             if (end == v || *end || errno == ERANGE || v[0] == '-')
-                return bad_arg(opt, v, "expected a non-negative integer");
+                return cli_bad_arg(PROG, opt, v, "expected a non-negative integer");
             o.seed = (uint64_t)s;
         } else if (!strcmp(opt, "--threads")) {
-            if (parse_int(v, 1, 4096, &threads)) return bad_arg(opt, v, "expected 1..4096");
+            if (cli_parse_int(v, 1, 4096, &threads))
+                return cli_bad_arg(PROG, opt, v, "expected 1..4096");
         } else if (!strcmp(opt, "--compress")) {
             long long lvl;
-            if (parse_int(v, 0, 9, &lvl)) return bad_arg(opt, v, "expected 0..9");
+            if (cli_parse_int(v, 0, 9, &lvl)) return cli_bad_arg(PROG, opt, v, "expected 0..9");
             o.compress = (int)lvl;
         } else if (!strcmp(opt, "--batch")) {
-            if (parse_int(v, 1, 1 << 20, &batch)) return bad_arg(opt, v, "expected 1..1048576");
+            if (cli_parse_int(v, 1, 1 << 20, &batch))
+                return cli_bad_arg(PROG, opt, v, "expected 1..1048576");
         } else if (!strcmp(opt, "--two-theta") || !strcmp(opt, "--q")) {
             int q = !strcmp(opt, "--q");
-            if (parse_triple(v, grid)) return bad_arg(opt, v, "expected MIN:MAX:STEP (numbers)");
-            if (!(grid[0] >= 0.0)) return bad_arg(opt, v, "MIN must be >= 0");
-            if (!(grid[0] < grid[1])) return bad_arg(opt, v, "MIN must be smaller than MAX");
-            if (!(grid[2] > 0.0)) return bad_arg(opt, v, "STEP must be > 0");
-            if (!q && !(grid[1] < 180.0)) return bad_arg(opt, v, "MAX must be below 180 degrees");
+            if (cli_parse_triple(v, grid))
+                return cli_bad_arg(PROG, opt, v, "expected MIN:MAX:STEP (numbers)");
+            if (!(grid[0] >= 0.0)) return cli_bad_arg(PROG, opt, v, "MIN must be >= 0");
+            if (!(grid[0] < grid[1]))
+                return cli_bad_arg(PROG, opt, v, "MIN must be smaller than MAX");
+            if (!(grid[2] > 0.0)) return cli_bad_arg(PROG, opt, v, "STEP must be > 0");
+            if (!q && !(grid[1] < 180.0))
+                return cli_bad_arg(PROG, opt, v, "MAX must be below 180 degrees");
             double np = (grid[1] - grid[0]) / grid[2];
             if (np + 1 > K_XRD_MAX_POINTS || np < 1)
-                return bad_arg(opt, v, "the grid must have 2..4194304 points");
+                return cli_bad_arg(PROG, opt, v, "the grid must have 2..4194304 points");
             if (q)
                 have_q = 1;
             else
                 have_tt = 1;
         } else if (!strcmp(opt, "--mixtures")) {
-            if (parse_int(v, 1, K_XRD_MAX_PHASES, &k))
-                return bad_arg(opt, v, "expected a number of phases 1..8");
+            if (cli_parse_int(v, 1, K_XRD_MAX_PHASES, &k))
+                return cli_bad_arg(PROG, opt, v, "expected a number of phases 1..8");
             a->mixtures_max = (int)k;
         } else if (!strcmp(opt, "--min-fraction")) {
-            if (parse_num(v, &x) || x < 0 || x >= 1) return bad_arg(opt, v, "expected 0 <= F < 1");
+            if (cli_parse_num(v, &x) || x < 0 || x >= 1)
+                return cli_bad_arg(PROG, opt, v, "expected 0 <= F < 1");
             a->min_fraction = x;
         } else if (!strcmp(opt, "--lp")) {
             if (!strcmp(v, "lab"))
@@ -308,22 +251,26 @@ static int synth_xrd(int argc, char **argv)
             else if (!strcmp(v, "none"))
                 o.lp.mode = PID_LP_NONE;
             else
-                return bad_arg(opt, v, "expected lab, synchrotron or none");
+                return cli_bad_arg(PROG, opt, v, "expected lab, synchrotron or none");
         } else if (!strcmp(opt, "--mono")) {
-            if (parse_num(v, &x) || x < 0 || x >= 180)
-                return bad_arg(opt, v, "expected degrees in [0, 180)");
+            if (cli_parse_num(v, &x) || x < 0 || x >= 180)
+                return cli_bad_arg(PROG, opt, v, "expected degrees in [0, 180)");
             o.lp.mono_two_theta_deg = x;
         } else if (!strcmp(opt, "--polarization")) {
-            if (parse_num(v, &x) || x < 0 || x > 1) return bad_arg(opt, v, "expected 0..1");
+            if (cli_parse_num(v, &x) || x < 0 || x > 1)
+                return cli_bad_arg(PROG, opt, v, "expected 0..1");
             o.lp.polarization = x;
         } else if (!strcmp(opt, "--strain")) {
-            if (parse_num(v, &x) || x < 0 || x > 20) return bad_arg(opt, v, "expected 0..20 (%)");
+            if (cli_parse_num(v, &x) || x < 0 || x > 20)
+                return cli_bad_arg(PROG, opt, v, "expected 0..20 (%)");
             a->strain_max = x / 100.0;
         } else if (!strcmp(opt, "--zero-shift")) {
-            if (parse_num(v, &x) || x < 0 || x > 5) return bad_arg(opt, v, "expected 0..5 degrees");
+            if (cli_parse_num(v, &x) || x < 0 || x > 5)
+                return cli_bad_arg(PROG, opt, v, "expected 0..5 degrees");
             a->zero_shift_max_deg = x;
         } else if (!strcmp(opt, "--displacement")) {
-            if (parse_num(v, &x) || x < 0 || x > 0.05) return bad_arg(opt, v, "expected 0..0.05");
+            if (cli_parse_num(v, &x) || x < 0 || x > 0.05)
+                return cli_bad_arg(PROG, opt, v, "expected 0..0.05");
             a->displacement_max = x;
         } else if (!strcmp(opt, "--size"))
             rc = range_opt(opt, v, &a->size_nm, 1, 1.0);
@@ -341,21 +288,24 @@ static int synth_xrd(int argc, char **argv)
         else if (!strcmp(opt, "--eta"))
             rc = range_opt(opt, v, &a->eta, 0, 1.0);
         else if (!strcmp(opt, "--background")) {
-            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            if (cli_parse_num(v, &x) || x < 0 || x > 10)
+                return cli_bad_arg(PROG, opt, v, "expected 0..10");
             a->bg_max = x;
         } else if (!strcmp(opt, "--bg-order")) {
             double lo, hi;
-            if (parse_pair(v, &lo, &hi, 0) || lo != floor(lo) || hi != floor(hi) || lo < 0 ||
+            if (cli_parse_pair(v, &lo, &hi, 0) || lo != floor(lo) || hi != floor(hi) || lo < 0 ||
                 hi > 4 || lo > hi)
-                return bad_arg(opt, v, "expected MIN:MAX with 0 <= MIN <= MAX <= 4");
+                return cli_bad_arg(PROG, opt, v, "expected MIN:MAX with 0 <= MIN <= MAX <= 4");
             a->bg_order_min = (int)lo;
             a->bg_order_max = (int)hi;
         } else if (!strcmp(opt, "--hump")) {
-            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            if (cli_parse_num(v, &x) || x < 0 || x > 10)
+                return cli_bad_arg(PROG, opt, v, "expected 0..10");
             a->hump_height.lo = 0.0;
             a->hump_height.hi = x;
         } else if (!strcmp(opt, "--air")) {
-            if (parse_num(v, &x) || x < 0 || x > 10) return bad_arg(opt, v, "expected 0..10");
+            if (cli_parse_num(v, &x) || x < 0 || x > 10)
+                return cli_bad_arg(PROG, opt, v, "expected 0..10");
             a->air_height.lo = 0.0;
             a->air_height.hi = x;
         } else if (!strcmp(opt, "--noise"))
@@ -363,28 +313,32 @@ static int synth_xrd(int argc, char **argv)
         else if (!strcmp(opt, "--poisson"))
             rc = range_opt(opt, v, &a->poisson_counts, 1, 1.0);
         else if (!strcmp(opt, "--impurities")) {
-            if (parse_int(v, 0, K_XRD_MAX_IMPURITIES, &k)) return bad_arg(opt, v, "expected 0..4");
+            if (cli_parse_int(v, 0, K_XRD_MAX_IMPURITIES, &k))
+                return cli_bad_arg(PROG, opt, v, "expected 0..4");
             a->impurities_max = (int)k;
         } else if (!strcmp(opt, "--impurity-height"))
             rc = range_opt(opt, v, &a->impurity_height, 0, 1.0);
         else
-            return bad_arg(opt, NULL, "unknown option (see --help)");
+            return cli_bad_arg(PROG, opt, NULL, "unknown option (see --help)");
         if (rc) return rc;
     }
-    if (have_q && have_tt) return bad_arg("--q", NULL, "give either --two-theta or --q, not both");
-    if (!phases) return bad_arg("--phases", NULL, "required (a folder of CIF files, or builtin)");
-    if (n < 1) return bad_arg("--n", NULL, "required (number of patterns)");
-    if (!out) return bad_arg("--out", NULL, "required (output .h5 file)");
+    if (have_q && have_tt)
+        return cli_bad_arg(PROG, "--q", NULL, "give either --two-theta or --q, not both");
+    if (!phases)
+        return cli_bad_arg(PROG, "--phases", NULL, "required (a folder of CIF files, or builtin)");
+    if (n < 1) return cli_bad_arg(PROG, "--n", NULL, "required (number of patterns)");
+    if (!out) return cli_bad_arg(PROG, "--out", NULL, "required (output .h5 file)");
 
     pid_error err;
     pid_error_clear(&err);
-    if (pid_xrd_source_parse(wave, &o.source, &err)) return bad_arg("--wavelength", wave, err.msg);
+    if (pid_xrd_source_parse(wave, &o.source, &err))
+        return cli_bad_arg(PROG, "--wavelength", wave, err.msg);
     o.grid.axis = have_q ? K_XRD_AXIS_Q : K_XRD_AXIS_TWO_THETA;
     o.grid.x0 = (float)grid[0];
     o.grid.step = (float)grid[2];
     o.grid.n_points = (int)floor((grid[1] - grid[0]) / grid[2] + 1e-6) + 1;
     if (have_q && !(grid[1] < 4.0 * M_PI / o.source.wavelength_a[0]))
-        return bad_arg("--q", NULL, "MAX must be below 4 pi / lambda");
+        return cli_bad_arg(PROG, "--q", NULL, "MAX must be below 4 pi / lambda");
     o.n = n;
     o.threads = (int)threads;
     o.batch = (int)batch;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "synth/cif.h"
 #include "synth/xrd.h"
@@ -46,16 +47,6 @@ static void sticks_usage(FILE *f)
             "  -h, --help             show this help.\n"
             "\n"
             "exit status: 0 ok, 1 file or simulation error, 2 bad arguments.\n");
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
 }
 
 /* Value of option argv[*i]: "--opt=VALUE" or "--opt VALUE". NULL if absent. */
@@ -120,7 +111,7 @@ int cli_synth_sticks(int argc, char **argv)
             }
             *colon = '\0';
             double lo, hi;
-            if (parse_double(buf, &lo) || parse_double(colon + 1, &hi) || !(lo >= 0.0) ||
+            if (cli_parse_num(buf, &lo) || cli_parse_num(colon + 1, &hi) || !(lo >= 0.0) ||
                 !(hi > lo) || !(hi < 180.0)) {
                 fprintf(stderr,
                         "phaseid synth xrd: --two-theta '%s': need 0 <= MIN < MAX < 180 (deg)\n",
@@ -147,7 +138,7 @@ int cli_synth_sticks(int argc, char **argv)
             v = opt_value(argc, argv, &i, "--mono");
             if (!v || !*v) return missing_value(a);
             double m;
-            if (parse_double(v, &m) || !(m >= 0.0) || !(m < 180.0)) {
+            if (cli_parse_num(v, &m) || !(m >= 0.0) || !(m < 180.0)) {
                 fprintf(stderr, "phaseid synth xrd: --mono '%s': need 0 <= DEG < 180\n", v);
                 return 2;
             }
@@ -157,7 +148,7 @@ int cli_synth_sticks(int argc, char **argv)
             v = opt_value(argc, argv, &i, "--polarization");
             if (!v || !*v) return missing_value(a);
             double p;
-            if (parse_double(v, &p) || !(p >= 0.0) || !(p <= 1.0)) {
+            if (cli_parse_num(v, &p) || !(p >= 0.0) || !(p <= 1.0)) {
                 fprintf(stderr, "phaseid synth xrd: --polarization '%s': need 0 <= P <= 1\n", v);
                 return 2;
             }
@@ -169,7 +160,7 @@ int cli_synth_sticks(int argc, char **argv)
             v = opt_value(argc, argv, &i, "--min-intensity");
             if (!v || !*v) return missing_value(a);
             double r;
-            if (parse_double(v, &r) || !(r >= 0.0) || !(r < 1.0)) {
+            if (cli_parse_num(v, &r) || !(r >= 0.0) || !(r < 1.0)) {
                 fprintf(stderr, "phaseid synth xrd: --min-intensity '%s': need 0 <= REL < 1\n", v);
                 return 2;
             }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "core/log.h"
 #include "models/spec.h"
@@ -43,51 +44,6 @@ static void usage(FILE *f)
            "  --quiet              no progress display\n");
 }
 
-static int bad_arg(const char *opt, const char *val, const char *why)
-{
-    if (val)
-        fprintf(stderr, PROG ": %s %s: %s\n", opt, val, why);
-    else
-        fprintf(stderr, PROG ": %s: %s\n", opt, why);
-    return 2;
-}
-
-static int parse_num(const char *s, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_grid(const char *s, double v[3])
-{
-    char buf[128];
-    if (strlen(s) >= sizeof buf) return -1;
-    strcpy(buf, s);
-    char *p = buf;
-    for (int i = 0; i < 3; i++) {
-        char *c = strchr(p, ':');
-        if ((i < 2 && !c) || (i == 2 && c)) return -1;
-        if (c) *c = '\0';
-        if (parse_num(p, &v[i])) return -1;
-        p = c ? c + 1 : p;
-    }
-    return 0;
-}
-
 int cli_train(int argc, char **argv)
 {
     train_opts o;
@@ -105,7 +61,7 @@ int cli_train(int argc, char **argv)
             o.quiet = 1;
             continue;
         }
-        if (i + 1 >= argc) return bad_arg(opt, NULL, "needs a value (or unknown option)");
+        if (i + 1 >= argc) return cli_bad_arg(PROG, opt, NULL, "needs a value (or unknown option)");
         const char *v = argv[++i];
         long long n;
         double d;
@@ -124,61 +80,70 @@ int cli_train(int argc, char **argv)
         else if (!strcmp(opt, "--resume"))
             o.resume = v;
         else if (!strcmp(opt, "--steps")) {
-            if (parse_int(v, 1, (long long)1 << 40, &n)) return bad_arg(opt, v, "expected >= 1");
+            if (cli_parse_int(v, 1, (long long)1 << 40, &n))
+                return cli_bad_arg(PROG, opt, v, "expected >= 1");
             o.steps = n;
         } else if (!strcmp(opt, "--batch")) {
-            if (parse_int(v, 1, 65536, &n)) return bad_arg(opt, v, "expected 1..65536");
+            if (cli_parse_int(v, 1, 65536, &n))
+                return cli_bad_arg(PROG, opt, v, "expected 1..65536");
             o.batch = (int)n;
         } else if (!strcmp(opt, "--lr")) {
-            if (parse_num(v, &d) || d <= 0 || d > 10)
-                return bad_arg(opt, v, "expected a finite number in (0, 10]");
+            if (cli_parse_num(v, &d) || d <= 0 || d > 10)
+                return cli_bad_arg(PROG, opt, v, "expected a finite number in (0, 10]");
             o.lr = d;
         } else if (!strcmp(opt, "--warmup")) {
-            if (parse_int(v, 0, (long long)1 << 40, &n)) return bad_arg(opt, v, "expected >= 0");
+            if (cli_parse_int(v, 0, (long long)1 << 40, &n))
+                return cli_bad_arg(PROG, opt, v, "expected >= 0");
             o.warmup = n;
             warmup_set = 1;
         } else if (!strcmp(opt, "--weight-decay")) {
-            if (parse_num(v, &d) || d < 0 || d >= 1)
-                return bad_arg(opt, v, "expected a finite number in [0, 1)");
+            if (cli_parse_num(v, &d) || d < 0 || d >= 1)
+                return cli_bad_arg(PROG, opt, v, "expected a finite number in [0, 1)");
             o.weight_decay = d;
         } else if (!strcmp(opt, "--seed")) {
-            if (parse_int(v, 0, INT64_MAX, &n)) return bad_arg(opt, v, "expected >= 0");
+            if (cli_parse_int(v, 0, INT64_MAX, &n))
+                return cli_bad_arg(PROG, opt, v, "expected >= 0");
             o.seed = (uint64_t)n;
         } else if (!strcmp(opt, "--mixtures")) {
-            if (parse_int(v, 1, K_XRD_MAX_PHASES, &n)) return bad_arg(opt, v, "expected 1..4");
+            if (cli_parse_int(v, 1, K_XRD_MAX_PHASES, &n))
+                return cli_bad_arg(PROG, opt, v, "expected 1..4");
             o.mixtures = (int)n;
         } else if (!strcmp(opt, "--threads")) {
-            if (parse_int(v, 1, 4096, &n)) return bad_arg(opt, v, "expected 1..4096");
+            if (cli_parse_int(v, 1, 4096, &n)) return cli_bad_arg(PROG, opt, v, "expected 1..4096");
             threads = n;
         } else if (!strcmp(opt, "--val")) {
-            if (parse_int(v, 0, 100000000, &n)) return bad_arg(opt, v, "expected 0..1e8");
+            if (cli_parse_int(v, 0, 100000000, &n))
+                return cli_bad_arg(PROG, opt, v, "expected 0..1e8");
             o.n_val = (int)n;
         } else if (!strcmp(opt, "--calib")) {
-            if (parse_int(v, 0, 100000000, &n)) return bad_arg(opt, v, "expected 0..1e8");
+            if (cli_parse_int(v, 0, 100000000, &n))
+                return cli_bad_arg(PROG, opt, v, "expected 0..1e8");
             o.n_calib = (int)n;
         } else if (!strcmp(opt, "--holdout-phases")) {
-            if (parse_num(v, &d) || d < 0 || d >= 1)
-                return bad_arg(opt, v, "expected a finite fraction in [0, 1)");
+            if (cli_parse_num(v, &d) || d < 0 || d >= 1)
+                return cli_bad_arg(PROG, opt, v, "expected a finite fraction in [0, 1)");
             o.holdout_frac = d;
         } else if (!strcmp(opt, "--grid")) {
             double g[3];
-            if (parse_grid(v, g) || g[0] < 0 || g[1] <= g[0] || g[1] >= 180 || g[2] <= 0)
-                return bad_arg(opt, v, "expected MIN:MAX:STEP in deg, 0 <= MIN < MAX < 180");
+            if (cli_parse_triple(v, g) || g[0] < 0 || g[1] <= g[0] || g[1] >= 180 || g[2] <= 0)
+                return cli_bad_arg(PROG, opt, v,
+                                   "expected MIN:MAX:STEP in deg, 0 <= MIN < MAX < 180");
             double np = floor((g[1] - g[0]) / g[2] + 1e-6) + 1;
-            if (np < 2 || np > 1e6) return bad_arg(opt, v, "grid needs 2..1e6 points");
+            if (np < 2 || np > 1e6) return cli_bad_arg(PROG, opt, v, "grid needs 2..1e6 points");
             o.gen.grid.x0 = (float)g[0];
             o.gen.grid.step = (float)g[2];
             o.gen.grid.n_points = (int)np;
         } else
-            return bad_arg(opt, NULL, "unknown option (see --help)");
+            return cli_bad_arg(PROG, opt, NULL, "unknown option (see --help)");
     }
-    if (!modality) return bad_arg("--modality", NULL, "required (xrd)");
+    if (!modality) return cli_bad_arg(PROG, "--modality", NULL, "required (xrd)");
     if (strcmp(modality, "xrd") != 0)
-        return bad_arg("--modality", modality, "only xrd is supported");
-    if (!phases) return bad_arg("--phases", NULL, "required (a folder of CIF files, or builtin)");
-    if (!out) return bad_arg("--out", NULL, "required");
+        return cli_bad_arg(PROG, "--modality", modality, "only xrd is supported");
+    if (!phases)
+        return cli_bad_arg(PROG, "--phases", NULL, "required (a folder of CIF files, or builtin)");
+    if (!out) return cli_bad_arg(PROG, "--out", NULL, "required");
     if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto"))
-        return bad_arg("--device", device, "expected cpu, cuda or auto");
+        return cli_bad_arg(PROG, "--device", device, "expected cpu, cuda or auto");
     if (!warmup_set && o.warmup >= o.steps) o.warmup = o.steps / 10;
     o.threads = (int)threads;
 
@@ -198,7 +163,7 @@ int cli_train(int argc, char **argv)
         }
     }
     if (o.holdout_frac > 0 && o.n_calib == 0)
-        return bad_arg("--holdout-phases", NULL, "needs calibration (--calib > 0)");
+        return cli_bad_arg(PROG, "--holdout-phases", NULL, "needs calibration (--calib > 0)");
     pid_phaselib *lib = NULL, *ulib = NULL;
     pid_backend *be = NULL;
     int rc = 1;
