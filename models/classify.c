@@ -270,15 +270,6 @@ void cls_results_destroy(cls_results *r)
     free(r);
 }
 
-/* Energy score -T * logsumexp(z / T), computed stably. models/calib.h may
- * later provide the shared definition; this one must stay identical to it. */
-/* The energy score -t * logsumexp(z / t), the same function (calib_energy)
- * that set the model's unknown-phase threshold at training time. */
-static double energy_score(const float *z, int64_t k, double t)
-{
-    return calib_energy(z, (size_t)k, t);
-}
-
 /* order[] = 0..k-1 sorted by decreasing p (insertion sort: k is small and
  * the order must be stable so ties keep the lower class index first). */
 static void sort_desc(const float *p, int32_t *order, int64_t k)
@@ -337,7 +328,8 @@ static void postprocess(const cls_classifier *c, const float *z, const float *fz
         for (int64_t i = 0; i < k; i++)
             frac[i] = !present[i] ? 0.0f : n_present == 1 ? 1.0f : NAN;
     }
-    r->unknown_score[f] = energy_score(z, k, t);
+    /* Same function that set the stored threshold at training time. */
+    r->unknown_score[f] = calib_energy(z, (size_t)k, t);
     r->unknown[f] = r->unknown_score[f] > m->unknown_threshold;
 }
 
