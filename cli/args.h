@@ -17,4 +17,17 @@ int cli_parse_triple(const char *s, double v[3]);
  * stderr and return 2, the usage-error exit status. */
 int cli_bad_arg(const char *prog, const char *opt, const char *val, const char *why);
 
+#include "synth/augment.h"
+
+/* Returned by cli_aug_option for an option that is not an augmentation one. */
+#define CLI_AUG_NOT_MINE (-1)
+
+/* The augmentation options shared by `synth xrd` and `train` (--strain,
+ * --zero-shift, --displacement, --size, --microstrain, --texture,
+ * --caglioti-u/v/w, --eta, --background, --bg-order, --hump, --air, --noise,
+ * --poisson, --impurities, --impurity-height, --min-fraction), each with its
+ * value v: sets the field of *a and returns 0, returns 2 after printing the
+ * usage error for a bad value, or CLI_AUG_NOT_MINE for any other option. */
+int cli_aug_option(const char *prog, const char *opt, const char *v, pid_augment *a);
+
 #endif

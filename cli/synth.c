@@ -101,19 +101,6 @@ static void xrd_usage(FILE *f)
 }
 
 /* Range option: both ends finite, min <= max. */
-static int range_opt(const char *opt, const char *val, pid_range *r, int allow_off, double scale)
-{
-    double a, b;
-    if (cli_parse_pair(val, &a, &b, allow_off))
-        return cli_bad_arg(PROG, opt, val,
-                           allow_off ? "expected MIN:MAX (numbers) or off"
-                                     : "expected MIN:MAX (finite numbers)");
-    if (a > b) return cli_bad_arg(PROG, opt, val, "MIN must not exceed MAX");
-    r->lo = a * scale;
-    r->hi = b * scale;
-    return 0;
-}
-
 /* ---------------------------------------------------------- progress */
 
 typedef struct {
@@ -239,10 +226,6 @@ static int synth_xrd(int argc, char **argv)
             if (cli_parse_int(v, 1, K_XRD_MAX_PHASES, &k))
                 return cli_bad_arg(PROG, opt, v, "expected a number of phases 1..8");
             a->mixtures_max = (int)k;
-        } else if (!strcmp(opt, "--min-fraction")) {
-            if (cli_parse_num(v, &x) || x < 0 || x >= 1)
-                return cli_bad_arg(PROG, opt, v, "expected 0 <= F < 1");
-            a->min_fraction = x;
         } else if (!strcmp(opt, "--lp")) {
             if (!strcmp(v, "lab"))
                 o.lp.mode = PID_LP_LAB;
@@ -260,65 +243,9 @@ static int synth_xrd(int argc, char **argv)
             if (cli_parse_num(v, &x) || x < 0 || x > 1)
                 return cli_bad_arg(PROG, opt, v, "expected 0..1");
             o.lp.polarization = x;
-        } else if (!strcmp(opt, "--strain")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 20)
-                return cli_bad_arg(PROG, opt, v, "expected 0..20 (%)");
-            a->strain_max = x / 100.0;
-        } else if (!strcmp(opt, "--zero-shift")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 5)
-                return cli_bad_arg(PROG, opt, v, "expected 0..5 degrees");
-            a->zero_shift_max_deg = x;
-        } else if (!strcmp(opt, "--displacement")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 0.05)
-                return cli_bad_arg(PROG, opt, v, "expected 0..0.05");
-            a->displacement_max = x;
-        } else if (!strcmp(opt, "--size"))
-            rc = range_opt(opt, v, &a->size_nm, 1, 1.0);
-        else if (!strcmp(opt, "--microstrain"))
-            rc = range_opt(opt, v, &a->microstrain, 0, 0.01);
-        else if (!strcmp(opt, "--texture")) {
-            rc = range_opt(opt, v, &a->texture_r, 1, 1.0);
-            if (!rc && a->texture_r.hi == 0.0) a->texture_r.lo = a->texture_r.hi = 1.0;
-        } else if (!strcmp(opt, "--caglioti-u"))
-            rc = range_opt(opt, v, &a->cag_u, 0, 1.0);
-        else if (!strcmp(opt, "--caglioti-v"))
-            rc = range_opt(opt, v, &a->cag_v, 0, 1.0);
-        else if (!strcmp(opt, "--caglioti-w"))
-            rc = range_opt(opt, v, &a->cag_w, 0, 1.0);
-        else if (!strcmp(opt, "--eta"))
-            rc = range_opt(opt, v, &a->eta, 0, 1.0);
-        else if (!strcmp(opt, "--background")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 10)
-                return cli_bad_arg(PROG, opt, v, "expected 0..10");
-            a->bg_max = x;
-        } else if (!strcmp(opt, "--bg-order")) {
-            double lo, hi;
-            if (cli_parse_pair(v, &lo, &hi, 0) || lo != floor(lo) || hi != floor(hi) || lo < 0 ||
-                hi > 4 || lo > hi)
-                return cli_bad_arg(PROG, opt, v, "expected MIN:MAX with 0 <= MIN <= MAX <= 4");
-            a->bg_order_min = (int)lo;
-            a->bg_order_max = (int)hi;
-        } else if (!strcmp(opt, "--hump")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 10)
-                return cli_bad_arg(PROG, opt, v, "expected 0..10");
-            a->hump_height.lo = 0.0;
-            a->hump_height.hi = x;
-        } else if (!strcmp(opt, "--air")) {
-            if (cli_parse_num(v, &x) || x < 0 || x > 10)
-                return cli_bad_arg(PROG, opt, v, "expected 0..10");
-            a->air_height.lo = 0.0;
-            a->air_height.hi = x;
-        } else if (!strcmp(opt, "--noise"))
-            rc = range_opt(opt, v, &a->noise_sigma, 0, 0.01);
-        else if (!strcmp(opt, "--poisson"))
-            rc = range_opt(opt, v, &a->poisson_counts, 1, 1.0);
-        else if (!strcmp(opt, "--impurities")) {
-            if (cli_parse_int(v, 0, K_XRD_MAX_IMPURITIES, &k))
-                return cli_bad_arg(PROG, opt, v, "expected 0..4");
-            a->impurities_max = (int)k;
-        } else if (!strcmp(opt, "--impurity-height"))
-            rc = range_opt(opt, v, &a->impurity_height, 0, 1.0);
-        else
+        } else if ((rc = cli_aug_option(PROG, opt, v, a)) != CLI_AUG_NOT_MINE) {
+            if (rc) return rc;
+        } else
             return cli_bad_arg(PROG, opt, NULL, "unknown option (see --help)");
         if (rc) return rc;
     }

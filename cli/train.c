@@ -38,10 +38,23 @@ static void usage(FILE *f)
            "  --resume FILE        continue from a checkpoint (AdamW moments restart)\n"
            "  --calib N            calibration patterns after training (default 2000; 0 =\n"
            "                       none): temperature, ECE, unknown-phase threshold/AUROC\n"
+           "  --calib-widen F      draw the calibration patterns with every augmentation\n"
+           "                       range widened by F >= 1 (stronger strain, texture,\n"
+           "                       background, noise, smaller crystallites), so confidence\n"
+           "                       and the unknown threshold hold on harder data (default 1)\n"
            "  --holdout-phases F   hold this fraction of the library's phases out of training\n"
            "                       (chosen from --seed) to measure the unknown-phase AUROC\n"
            "                       (default 0: all phases trained, AUROC not measured)\n"
-           "  --quiet              no progress display\n");
+           "  --outliers F         outlier exposure: fraction F of every batch (0..0.5) are\n"
+           "                       patterns of no phase (random peak sets, amorphous humps)\n"
+           "                       trained towards 'none of the phases' (default 0)\n"
+           "  --quiet              no progress display\n\n"
+           "augmentation of the simulated patterns (as for phaseid synth xrd; defaults\n"
+           "there): --strain PCT, --zero-shift DEG, --displacement S, --size MIN:MAX,\n"
+           "--microstrain MIN:MAX, --texture RMIN:RMAX, --caglioti-u/-v/-w MIN:MAX,\n"
+           "--eta MIN:MAX, --background FRAC, --bg-order MIN:MAX, --hump MAX, --air MAX,\n"
+           "--noise MIN:MAX, --poisson MIN:MAX|off, --impurities N, --impurity-height\n"
+           "MIN:MAX, --min-fraction F. Validation and calibration use the same settings.\n");
 }
 
 int cli_train(int argc, char **argv)
@@ -64,6 +77,7 @@ int cli_train(int argc, char **argv)
         if (i + 1 >= argc) return cli_bad_arg(PROG, opt, NULL, "needs a value (or unknown option)");
         const char *v = argv[++i];
         long long n;
+        int rc_aug;
         double d;
         if (!strcmp(opt, "--modality"))
             modality = v;
@@ -123,6 +137,14 @@ int cli_train(int argc, char **argv)
             if (cli_parse_num(v, &d) || d < 0 || d >= 1)
                 return cli_bad_arg(PROG, opt, v, "expected a finite fraction in [0, 1)");
             o.holdout_frac = d;
+        } else if (!strcmp(opt, "--calib-widen")) {
+            if (cli_parse_num(v, &d) || d < 1 || d > 10)
+                return cli_bad_arg(PROG, opt, v, "expected a factor in [1, 10]");
+            o.calib_widen = d;
+        } else if (!strcmp(opt, "--outliers")) {
+            if (cli_parse_num(v, &d) || d < 0 || d > 0.5)
+                return cli_bad_arg(PROG, opt, v, "expected a fraction in [0, 0.5]");
+            o.outlier_frac = d;
         } else if (!strcmp(opt, "--grid")) {
             double g[3];
             if (cli_parse_triple(v, g) || g[0] < 0 || g[1] <= g[0] || g[1] >= 180 || g[2] <= 0)
@@ -133,6 +155,8 @@ int cli_train(int argc, char **argv)
             o.gen.grid.x0 = (float)g[0];
             o.gen.grid.step = (float)g[2];
             o.gen.grid.n_points = (int)np;
+        } else if ((rc_aug = cli_aug_option(PROG, opt, v, &o.gen.aug)) != CLI_AUG_NOT_MINE) {
+            if (rc_aug) return rc_aug;
         } else
             return cli_bad_arg(PROG, opt, NULL, "unknown option (see --help)");
     }

@@ -3,6 +3,7 @@
  * warm-up + cosine decay, validation on a held-out index range, checkpoints
  * and the final model file with full provenance. */
 #include "models/train.h"
+#include "synth/outlier.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +36,7 @@ void train_opts_default(train_opts *o)
     o->threads = 0;
     o->n_val = 500;
     o->n_calib = TRAIN_CALIB_DEFAULT_N;
+    o->calib_widen = 1.0;
     pid_xrd_dataset_opts_default(&o->gen);
 }
 
@@ -71,6 +73,12 @@ pid_status train_opts_validate(const train_opts *o, pid_error *err)
     if (!(o->holdout_frac >= 0 && o->holdout_frac < 1))
         return pid_fail(err, PID_ERR_ARG, "train: held-out phase fraction %g (need 0 <= f < 1)",
                         o->holdout_frac);
+    if (!(o->outlier_frac >= 0 && o->outlier_frac <= 0.5))
+        return pid_fail(err, PID_ERR_ARG, "train: outlier fraction %g (need 0 <= f <= 0.5)",
+                        o->outlier_frac);
+    if (!(isfinite(o->calib_widen) && o->calib_widen >= 1.0 && o->calib_widen <= 10.0))
+        return pid_fail(err, PID_ERR_ARG, "train: calibration widening %g (need 1 <= f <= 10)",
+                        o->calib_widen);
     if (o->checkpoint_every < 0)
         return pid_fail(err, PID_ERR_ARG, "train: checkpoint interval %lld < 0",
                         (long long)o->checkpoint_every);
@@ -152,6 +160,7 @@ static pid_status gen_parallel(const pid_xrd_gen *gen, uint64_t index0, int n, i
 
 typedef struct {
     float *x, *mh, *fr;
+    float *tgt; /* soft targets [batch, k] (softmax head with outliers), else NULL */
     int32_t *lab;
     int full;
 } batch_buf;
@@ -159,6 +168,9 @@ typedef struct {
 typedef struct {
     const pid_xrd_gen *gen;
     int batch, threads;
+    int n_out;            /* outlier rows at the end of every batch */
+    uint64_t out_seed;    /* their stream */
+    k_xrd_grid grid;      /* the generator's grid */
     int64_t step0, steps; /* produce batches for steps [step0, steps) */
     batch_buf buf[2];     /* step s uses buf[s % 2] */
     pthread_mutex_t mu;
@@ -167,6 +179,31 @@ typedef struct {
     pid_status st;
     pid_error err;
 } producer;
+
+/* Replace the last n_out rows of step s's batch by outlier patterns with
+ * "no phase" targets: label -1, multi-hot 0, uniform fractions and (softmax)
+ * uniform soft targets; the other rows get one-hot soft targets. */
+static pid_status outliers_fill(const producer *pr, int64_t s, batch_buf *b, pid_error *err)
+{
+    const int bsz = pr->batch, k = pid_xrd_gen_n_phases(pr->gen), p = pr->grid.n_points;
+    const int first = bsz - pr->n_out;
+    pid_status st = pid_outlier_patterns(&pr->grid, pr->out_seed, (uint64_t)s * (uint64_t)pr->n_out,
+                                         pr->n_out, b->x + (size_t)first * p, err);
+    if (st) return st;
+    for (int i = first; i < bsz; i++) {
+        b->lab[i] = -1;
+        for (int c = 0; c < k; c++) {
+            b->mh[(size_t)i * k + c] = 0.0f;
+            b->fr[(size_t)i * k + c] = 1.0f / (float)k;
+        }
+    }
+    if (b->tgt)
+        for (int i = 0; i < bsz; i++)
+            for (int c = 0; c < k; c++)
+                b->tgt[(size_t)i * k + c] =
+                    i >= first ? 1.0f / (float)k : (b->lab[i] == c ? 1.0f : 0.0f);
+    return PID_OK;
+}
 
 static void *producer_run(void *arg)
 {
@@ -183,6 +220,7 @@ static void *producer_run(void *arg)
         pid_error_clear(&e);
         pid_status st = gen_parallel(pr->gen, (uint64_t)s * (uint64_t)pr->batch, pr->batch,
                                      pr->threads, b->x, b->lab, b->mh, b->fr, &e);
+        if (!st && pr->n_out > 0) st = outliers_fill(pr, s, b, &e);
         pthread_mutex_lock(&pr->mu);
         if (st) {
             pr->st = st;
@@ -317,13 +355,22 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     snprintf(gen_text, sizeof gen_text,
              "{\"generator\": \"phaseid train (synth xrd on the fly)\", \"seed\": %llu, "
              "\"mixtures_max\": %d, \"augment\": %d, \"strain_max\": %g, \"zero_shift_max_deg\": "
-             "%g, \"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
+             "%g, \"displacement_max\": %g, \"size_nm\": [%g, %g], \"microstrain\": [%g, %g], "
+             "\"texture_r\": [%g, %g], \"bg_max\": %g, \"hump_height\": [%g, %g], "
+             "\"air_height\": [%g, %g], \"poisson_counts\": [%g, %g], \"impurities_max\": %d, "
+             "\"min_fraction\": %g, \"outlier_frac\": %g, \"calib_widen\": %g, "
+             "\"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
              "\"lr\": %g, \"warmup\": %lld, \"schedule\": \"linear warm-up + cosine\", "
              "\"weight_decay\": %g, \"train_index\": \"step * batch + i\", \"n_val\": %d, "
              "\"val_index_base\": %llu, \"val_acc\": %.6f, \"calibrated\": %s",
              (unsigned long long)o->seed, o->mixtures, g->aug.enabled, g->aug.strain_max,
-             g->aug.zero_shift_max_deg, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp,
-             g->debye_waller, o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
+             g->aug.zero_shift_max_deg, g->aug.displacement_max, g->aug.size_nm.lo,
+             g->aug.size_nm.hi, g->aug.microstrain.lo, g->aug.microstrain.hi, g->aug.texture_r.lo,
+             g->aug.texture_r.hi, g->aug.bg_max, g->aug.hump_height.lo, g->aug.hump_height.hi,
+             g->aug.air_height.lo, g->aug.air_height.hi, g->aug.poisson_counts.lo,
+             g->aug.poisson_counts.hi, g->aug.impurities_max, g->aug.min_fraction, o->outlier_frac,
+             o->calib_widen, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp, g->debye_waller,
+             o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
              (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc, cal ? "true" : "false");
     size_t gl = strlen(gen_text);
     if (cal) {
@@ -487,13 +534,25 @@ done:
  * calibration set above that of T = 1 (possible: the NLL and the binned ECE
  * are different criteria), T = 1 is kept, so calibration never worsens the
  * stored ECE. */
-static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen, const train_opts *o,
-                            net_head_kind head, int threads, int bsz, int p, int k, train_result *r,
-                            double *t_nll, pid_error *err)
+static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen,
+                            const pid_phaselib *lib, const train_opts *o, net_head_kind head,
+                            int threads, int bsz, int p, int k, train_result *r, double *t_nll,
+                            pid_error *err)
 {
     const int nc = o->n_calib;
     pid_status st = PID_OK;
-    pid_xrd_gen *ugen = NULL;
+    pid_xrd_gen *ugen = NULL, *wgen = NULL;
+    /* The settings of the calibration patterns: the training ones, widened. */
+    pid_xrd_dataset_opts co = o->gen;
+    co.seed = o->seed;
+    co.aug.mixtures_max = o->mixtures;
+    co.n = 1;
+    if (o->calib_widen > 1.0) {
+        if ((st = pid_augment_widen(&o->gen.aug, o->calib_widen, &co.aug, err))) return st;
+        co.aug.mixtures_max = o->mixtures;
+        if ((st = pid_xrd_gen_create(&wgen, lib, &co, err))) return st;
+        gen = wgen;
+    }
     float *z = malloc(sizeof(float) * (size_t)nc * k);
     float *zu = NULL;
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)nc);
@@ -541,9 +600,7 @@ static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen, con
     r->unknown_auroc = TRAIN_AUROC_NOT_MEASURED;
     r->n_unknown_phases = 0;
     if (o->unknown_lib && pid_phaselib_count(o->unknown_lib) > 0) {
-        pid_xrd_dataset_opts uo = o->gen;
-        uo.seed = o->seed;
-        uo.aug.mixtures_max = o->mixtures;
+        pid_xrd_dataset_opts uo = co;
         if (uo.aug.mixtures_max > pid_phaselib_count(o->unknown_lib))
             uo.aug.mixtures_max = pid_phaselib_count(o->unknown_lib);
         uo.n = 1;
@@ -574,6 +631,7 @@ static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen, con
     }
 done:
     pid_xrd_gen_destroy(ugen);
+    pid_xrd_gen_destroy(wgen);
     free(z);
     free(zu);
     free(lab);
@@ -724,7 +782,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     char *canon = NULL;
     float *zh = NULL, *vx = NULL, *vmh = NULL, *vfr = NULL;
     int32_t *vlab = NULL;
-    void *d_lab = NULL, *d_mh = NULL, *d_fr = NULL;
+    void *d_lab = NULL, *d_mh = NULL, *d_fr = NULL, *d_tgt = NULL;
     producer pr;
     memset(&pr, 0, sizeof pr);
     int pr_sync = 0, pr_started = 0;
@@ -753,7 +811,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     }
     if ((st = pid_backend_alloc(be, &d_lab, sizeof(int32_t) * (size_t)bsz, err)) ||
         (st = pid_backend_alloc(be, &d_mh, sizeof(float) * kb, err)) ||
-        (st = pid_backend_alloc(be, &d_fr, sizeof(float) * kb, err)))
+        (st = pid_backend_alloc(be, &d_fr, sizeof(float) * kb, err)) ||
+        (st = pid_backend_alloc(be, &d_tgt, sizeof(float) * kb, err)))
         goto done;
 
     int64_t step0 = 0;
@@ -762,6 +821,10 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
 
     pr.gen = gen;
     pr.batch = bsz;
+    pr.n_out = (int)floor(o->outlier_frac * bsz + 0.5);
+    if (pr.n_out >= bsz) pr.n_out = bsz - 1;
+    pr.out_seed = pid_rng_mix(o->seed, 0x6f7574ULL);
+    pr.grid = opt.gen.grid;
     pr.threads = threads;
     pr.step0 = step0;
     pr.steps = o->steps;
@@ -770,7 +833,10 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         pr.buf[i].lab = malloc(sizeof(int32_t) * (size_t)bsz);
         pr.buf[i].mh = malloc(sizeof(float) * kb);
         pr.buf[i].fr = malloc(sizeof(float) * kb);
-        if (!pr.buf[i].x || !pr.buf[i].lab || !pr.buf[i].mh || !pr.buf[i].fr) {
+        if (pr.n_out > 0 && head.head == NET_HEAD_SOFTMAX)
+            pr.buf[i].tgt = malloc(sizeof(float) * kb);
+        if (!pr.buf[i].x || !pr.buf[i].lab || !pr.buf[i].mh || !pr.buf[i].fr ||
+            (pr.n_out > 0 && head.head == NET_HEAD_SOFTMAX && !pr.buf[i].tgt)) {
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for batch buffers");
             goto done;
         }
@@ -799,16 +865,20 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         if (!st) st = pid_backend_upload(be, d_lab, b->lab, sizeof(int32_t) * (size_t)bsz, err);
         if (!st) st = pid_backend_upload(be, d_mh, b->mh, sizeof(float) * kb, err);
         if (!st) st = pid_backend_upload(be, d_fr, b->fr, sizeof(float) * kb, err);
+        if (!st && b->tgt) st = pid_backend_upload(be, d_tgt, b->tgt, sizeof(float) * kb, err);
         if (!st) st = net_forward(n, net_input_buffer(n), bsz, 1, err);
         net_targets tg = {0};
-        if (head.head == NET_HEAD_SOFTMAX)
+        if (head.head == NET_HEAD_SOFTMAX && b->tgt)
+            tg.targets = d_tgt;
+        else if (head.head == NET_HEAD_SOFTMAX)
             tg.labels = d_lab;
         else
             tg.targets = d_mh;
         if (has_fr) tg.fractions = d_fr;
         if (!st) st = net_loss_backward(n, &tg, bsz, &loss, err);
         if (!st) st = pid_backend_download(be, zh, net_logits(n), sizeof(float) * kb, err);
-        int correct = st ? 0 : count_correct(zh, bsz, k, head.head, b->lab, b->mh);
+        /* training accuracy over the phase rows (outliers have no right class) */
+        int correct = st ? 0 : count_correct(zh, bsz - pr.n_out, k, head.head, b->lab, b->mh);
         producer_release(&pr, b);
         if (st) goto done;
         if (!isfinite(loss)) {
@@ -821,10 +891,10 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         if ((st = net_step(n, (float)lr, (float)o->weight_decay, err))) goto done;
         if (o->loss_curve) o->loss_curve[s] = loss;
         win_correct += correct;
-        win_total += bsz;
+        win_total += bsz - pr.n_out;
         if (s >= o->steps - 50) {
             tail_correct += correct;
-            tail_total += bsz;
+            tail_total += bsz - pr.n_out;
         }
         int last = s + 1 == o->steps;
         double t = now_s();
@@ -877,7 +947,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     }
     double t_nll = 1.0;
     if (o->n_calib > 0 &&
-        (st = calibrate(n, be, gen, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
+        (st = calibrate(n, be, gen, lib, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
         goto done;
     if (out_path && (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc,
                                      o->n_calib > 0 ? &r : NULL, t_nll, err)))
@@ -901,11 +971,13 @@ done:
         free(pr.buf[i].lab);
         free(pr.buf[i].mh);
         free(pr.buf[i].fr);
+        free(pr.buf[i].tgt);
     }
     if (be) {
         pid_backend_free(be, d_lab);
         pid_backend_free(be, d_mh);
         pid_backend_free(be, d_fr);
+        pid_backend_free(be, d_tgt);
     }
     free(zh);
     free(vx);

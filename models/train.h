@@ -71,11 +71,23 @@ typedef struct {
     double holdout_frac;             /* recorded in the provenance only (the split itself is
                                         made by the caller, see train_split_phases), [0, 1) */
     const char *library;             /* library path recorded in the model (NULL = lib's folder) */
+    double outlier_frac;             /* outlier exposure: this fraction of every training batch
+                                        (the last rows) are outlier patterns of no phase
+                                        (synth/outlier.h) with "none of them" targets: uniform
+                                        probabilities (softmax) or all-absent (sigmoid);
+                                        [0, 0.5], 0 = off */
+    double calib_widen;              /* calibration patterns (temperature, ECE, unknown threshold
+                                        and AUROC) are drawn with every augmentation range widened
+                                        by this factor (pid_augment_widen), so the confidence holds
+                                        on data harder than the training data; >= 1, 1 = the
+                                        training ranges */
 } train_opts;
 
 /* Defaults: default spec, 1000 steps, batch 64, lr 1e-3, warm-up 100 (capped
  * below steps), weight decay 1e-4, seed 0, single phase, 500 validation
- * patterns, the generator's defaults (2-theta 10..80 deg step 0.01, CuKa). */
+ * patterns, no outlier exposure, calibration on the training ranges
+ * (calib_widen 1), the generator's defaults (2-theta 10..80 deg
+ * step 0.01, CuKa). */
 void train_opts_default(train_opts *o);
 
 typedef struct {

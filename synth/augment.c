@@ -412,3 +412,34 @@ pid_status pid_augment_draw(const pid_augment *a, const pid_aug_ctx *ctx, uint64
     pat->noise_stream = index;
     return PID_OK;
 }
+
+static double cap(double v, double hi)
+{
+    return v < hi ? v : hi;
+}
+
+pid_status pid_augment_widen(const pid_augment *a, double f, pid_augment *out, pid_error *err)
+{
+    if (!(isfinite(f) && f >= 1.0))
+        return pid_fail(err, PID_ERR_ARG, "augment: widening factor %g (need a finite f >= 1)", f);
+    pid_augment w = *a;
+    w.strain_max = cap(a->strain_max * f, 0.19);
+    w.zero_shift_max_deg = cap(a->zero_shift_max_deg * f, 5.0);
+    w.displacement_max = cap(a->displacement_max * f, 0.05);
+    if (a->size_nm.hi > 0.0) {
+        w.size_nm.lo = a->size_nm.lo / f;
+        if (w.size_nm.lo < 0.5) w.size_nm.lo = 0.5;
+    }
+    w.microstrain.hi = cap(a->microstrain.hi * f, 0.1);
+    if (a->texture_r.lo < 1.0)
+        w.texture_r.lo = pow(a->texture_r.lo, f) > 1e-3 ? pow(a->texture_r.lo, f) : 1e-3;
+    if (a->texture_r.hi > 1.0) w.texture_r.hi = cap(pow(a->texture_r.hi, f), 10.0);
+    w.bg_max = cap(a->bg_max * f, 10.0);
+    w.hump_height.hi = cap(a->hump_height.hi * f, 10.0);
+    w.air_height.hi = cap(a->air_height.hi * f, 10.0);
+    w.noise_sigma.hi = cap(a->noise_sigma.hi * f, 1.0);
+    if (a->poisson_counts.hi > 0.0) w.poisson_counts.lo = a->poisson_counts.lo / f;
+    w.impurity_height.hi = cap(a->impurity_height.hi * f, 10.0);
+    *out = w;
+    return PID_OK;
+}

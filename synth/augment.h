@@ -55,6 +55,15 @@ void pid_augment_default(pid_augment *a);
 /* Every range finite and lo <= hi, physical bounds (strain < 20 %, sizes >=
  * 0.5 nm, r > 0, fractions, counts >= 0, ...). PID_ERR_ARG names the field. */
 pid_status pid_augment_validate(const pid_augment *a, pid_error *err);
+/* Widen every augmentation range of `a` by the factor f >= 1 into *out (for
+ * calibrating on data harder than the training data): strain, zero shift,
+ * displacement, microstrain, background, hump, air scatter, noise and
+ * impurity height maxima times f; crystallite size minimum and Poisson
+ * counts minimum divided by f; texture r range [lo^f, hi^f] for lo < 1 < hi
+ * (stronger texture both ways). Each result is capped at the bound
+ * pid_augment_validate accepts, so *out validates whenever a does. f = 1
+ * copies a. PID_ERR_ARG for f < 1 or non-finite f (out untouched). */
+pid_status pid_augment_widen(const pid_augment *a, double f, pid_augment *out, pid_error *err);
 /* Write every setting as an attribute of `loc` ("aug_strain_max", ...). */
 pid_status pid_augment_write_attrs(const pid_augment *a, hid_t loc, pid_error *err);
 

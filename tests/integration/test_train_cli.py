@@ -14,6 +14,7 @@
 Run by ctest as `python3 FILE` with PHASEID_BIN set. Needs h5py and numpy
 (exit 77, skipped, when they are missing). Exits 1 with every failure listed.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -82,11 +83,16 @@ def main():
                 names = [x.decode() if isinstance(x, bytes) else x for x in f["phases/names"][...]]
                 check(names == stems, f"phase names {names}")
         out2 = os.path.join(tmp, "mix.h5")
-        r = run(base + ["--out", out2, "--steps", "10", "--mixtures", "2", "--quiet"])
+        r = run(base + ["--out", out2, "--steps", "10", "--mixtures", "2", "--quiet",
+                        "--strain", "1.5", "--size", "20:60", "--texture", "off"])
         check(r.returncode == 0, f"mixtures exit {r.returncode}: {r.stderr[-500:]}")
         if os.path.isfile(out2):
             with h5py.File(out2, "r") as f:
                 check(f.attrs["head"] == "sigmoid+fractions", f"mixture head {f.attrs['head']}")
+                gen = json.loads(f.attrs["generator"])
+                check(abs(gen["strain_max"] - 0.015) < 1e-12, f"--strain recorded: {gen}")
+                check(gen["size_nm"] == [20, 60] and gen["texture_r"] == [1, 1],
+                      f"--size/--texture recorded: {gen}")
 
         bad = os.path.join(tmp, "bad.h5")
         for args, code, what in [
@@ -96,6 +102,8 @@ def main():
               "conv1d(8,k5) foo head"], 2, "unknown arch token"),
             (base, 2, "missing --out"),
             (base + ["--out", bad, "--bogus", "1"], 2, "unknown option"),
+            (base + ["--out", bad, "--strain", "abc"], 2, "bad --strain"),
+            (base + ["--out", bad, "--size", "50:10"], 2, "inverted --size"),
             (["--modality", "xrd", "--phases", os.path.join(tmp, "nope"), "--out", bad], 1,
              "unknown phase folder"),
         ]:

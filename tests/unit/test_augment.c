@@ -234,12 +234,46 @@ static void test_draw(void **state)
     assert_true(p1.phase[0].size_nm == 0 && p1.hump_height == 0);
 }
 
+/* Widening: f = 1 is the identity; f = 2 doubles the maxima, halves the
+ * minima, squares the texture bounds, caps at the validator's bounds, and the
+ * result validates; f < 1 and NaN are refused. */
+static void test_widen(void **state)
+{
+    (void)state;
+    pid_augment a, w;
+    pid_error err;
+    pid_augment_default(&a);
+    assert_int_equal(pid_augment_widen(&a, 1.0, &w, &err), PID_OK);
+    assert_memory_equal(&a, &w, sizeof a);
+    assert_int_equal(pid_augment_widen(&a, 2.0, &w, &err), PID_OK);
+    assert_int_equal(pid_augment_validate(&w, &err), PID_OK);
+    assert_float_equal(w.strain_max, 2 * a.strain_max, 1e-12);
+    assert_float_equal(w.zero_shift_max_deg, 2 * a.zero_shift_max_deg, 1e-12);
+    assert_float_equal(w.size_nm.lo, a.size_nm.lo / 2, 1e-12);
+    assert_float_equal(w.size_nm.hi, a.size_nm.hi, 1e-12);
+    assert_float_equal(w.texture_r.lo, a.texture_r.lo * a.texture_r.lo, 1e-12);
+    assert_float_equal(w.texture_r.hi, a.texture_r.hi * a.texture_r.hi, 1e-12);
+    assert_float_equal(w.bg_max, 2 * a.bg_max, 1e-12);
+    assert_float_equal(w.noise_sigma.lo, a.noise_sigma.lo, 1e-12);
+    assert_float_equal(w.noise_sigma.hi, 2 * a.noise_sigma.hi, 1e-12);
+    assert_float_equal(w.poisson_counts.lo, a.poisson_counts.lo / 2, 1e-9);
+    assert_int_equal(w.mixtures_max, a.mixtures_max);
+    /* caps: a huge factor stays within what validate accepts */
+    assert_int_equal(pid_augment_widen(&a, 1000.0, &w, &err), PID_OK);
+    assert_int_equal(pid_augment_validate(&w, &err), PID_OK);
+    assert_true(w.strain_max <= 0.2 && w.size_nm.lo >= 0.5 && w.texture_r.lo >= 1e-3);
+    /* refused */
+    pid_augment untouched = w;
+    assert_int_equal(pid_augment_widen(&a, 0.5, &w, &err), PID_ERR_ARG);
+    assert_int_equal(pid_augment_widen(&a, NAN, &w, &err), PID_ERR_ARG);
+    assert_memory_equal(&w, &untouched, sizeof w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validation),
-        cmocka_unit_test(test_gstar),
-        cmocka_unit_test(test_strain_symmetry),
+        cmocka_unit_test(test_widen), cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_gstar), cmocka_unit_test(test_strain_symmetry),
         cmocka_unit_test(test_draw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,9 @@
 #include "kernels/backend.h"
 #include "models/modelfile.h"
 #include "models/train.h"
+#include "models/calib.h"
+#include "models/classify.h"
+#include "synth/outlier.h"
 #include "synth/phaselib.h"
 #include "synth/xrd_dataset.h"
 
@@ -331,6 +334,103 @@ static void test_holdout_calibration(void **state)
     train_split_cleanup(kd, ud);
 }
 
+/* Mean top-1 probability (calibrated) of `model` on n patterns. */
+static double mean_top_prob(const char *model, const float *x, int n, int p, double *auroc_vs,
+                            const float *known, pid_error *e)
+{
+    cls_classifier *c = NULL;
+    cls_results *r = NULL;
+    double mean = -1.0;
+    if (cls_open(&c, model, "cpu", 64, e) || cls_results_create(&r, c, n, e)) goto done;
+    assert_int_equal(cls_frame_size(c), p);
+    float *f = malloc(sizeof(float) * (size_t)n * p);
+    double *su = malloc(sizeof(double) * (size_t)n), *sk = malloc(sizeof(double) * (size_t)n);
+    assert_non_null(f);
+    assert_non_null(su);
+    assert_non_null(sk);
+    for (int i = 0; i < n; i++)
+        OK(cls_prepare_frame(c, x + (size_t)i * p, f + (size_t)i * p, e));
+    OK(cls_run(c, f, n, r, e));
+    mean = 0.0;
+    for (int i = 0; i < n; i++) {
+        mean += r->prob[(size_t)i * r->n_classes + r->order[(size_t)i * r->n_classes]];
+        su[i] = r->unknown_score[i];
+    }
+    mean /= n;
+    if (known) {
+        for (int i = 0; i < n; i++)
+            OK(cls_prepare_frame(c, known + (size_t)i * p, f + (size_t)i * p, e));
+        OK(cls_run(c, f, n, r, e));
+        for (int i = 0; i < n; i++)
+            sk[i] = r->unknown_score[i];
+        OK(calib_auroc(sk, (size_t)n, su, (size_t)n, auroc_vs, e));
+    }
+    free(f);
+    free(su);
+    free(sk);
+done:
+    cls_results_destroy(r);
+    cls_close(c);
+    return mean;
+}
+
+/* Outlier exposure: with a quarter of every batch made of outlier patterns
+ * (random peak sets, humps) trained towards uniform probabilities, the model
+ * still learns the phases, is far less sure on fresh outliers than the same
+ * model trained without them, and its energy score separates outliers from
+ * phase patterns (AUROC). */
+static void test_outlier_exposure(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    const int p = 1401;
+    float *xo = malloc(sizeof(float) * N * (size_t)p), *xk = malloc(sizeof(float) * N * (size_t)p);
+    assert_non_null(xo);
+    assert_non_null(xk);
+    train_opts o;
+    small_opts(&o);
+    o.steps = 300;
+    OK(pid_outlier_patterns(&o.gen.grid, 99, 0, N, xo, &err));
+    pid_xrd_gen *g = NULL;
+    pid_xrd_dataset_opts go = o.gen;
+    go.seed = 1234;
+    OK(pid_xrd_gen_create(&g, lib, &go, &err));
+    OK(pid_xrd_generate(g, 0, N, xk, NULL, NULL, NULL, &err));
+    pid_xrd_gen_destroy(g);
+
+    char plain[512], oe[512];
+    snprintf(plain, sizeof plain, "%s/plain.h5", tmpdir);
+    snprintf(oe, sizeof oe, "%s/oe.h5", tmpdir);
+    train_result r0, r1;
+    OK(train_run(lib, &o, cpu, plain, &r0, &err));
+    o.outlier_frac = 0.25;
+    o.calib_widen = 1.5;
+    OK(train_run(lib, &o, cpu, oe, &r1, &err));
+    double au0 = 0, au1 = 0;
+    double p0 = mean_top_prob(plain, xo, N, p, &au0, xk, &err);
+    double p1 = mean_top_prob(oe, xo, N, p, &au1, xk, &err);
+    printf("  outlier exposure: val top-1 %.3f -> %.3f; mean top-1 prob on outliers %.3f -> "
+           "%.3f; energy AUROC phases vs outliers %.3f -> %.3f\n",
+           r0.val_acc, r1.val_acc, p0, p1, au0, au1);
+    assert_true(r1.val_acc >= LEARN_MIN_ACC);
+    assert_true(p1 < p0 - 0.2);
+    assert_true(p1 < 0.6); /* uniform over 4 phases is 0.25 */
+    assert_true(au1 >= 0.95);
+    mf_model *m = NULL;
+    OK(mf_load(oe, &m, &err));
+    assert_non_null(strstr(m->generator, "\"outlier_frac\": 0.25"));
+    assert_non_null(strstr(m->generator, "\"calib_widen\": 1.5"));
+    mf_model_destroy(m);
+    /* bad settings */
+    o.outlier_frac = 0.6;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    o.outlier_frac = 0.1;
+    o.calib_widen = 0.5;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    free(xo);
+    free(xk);
+}
+
 /* Same seed -> the identical loss curve, whatever the generator threads;
  * another seed -> another curve. */
 static void test_reproducible(void **state)
@@ -402,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_bad_opts),
         cmocka_unit_test(test_generator_matches_file),
         cmocka_unit_test(test_learns),
+        cmocka_unit_test(test_outlier_exposure),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_mixtures_resume),
         cmocka_unit_test(test_holdout_calibration),
