@@ -31,6 +31,11 @@ static void usage(FILE *f)
            "  --mixtures K         up to K phases per pattern; K > 1 trains a sigmoid head\n"
            "                       with a fractions branch (default 1: softmax)\n"
            "  --grid MIN:MAX:STEP  2-theta grid in deg (default 10:80:0.01)\n"
+           "  --dataset FILE.h5    train on the patterns of a dataset file (phaseid synth xrd)\n"
+           "                       instead of simulating: its grid and radiation, --phases\n"
+           "                       defaults to its library, --mixtures to its mixtures;\n"
+           "                       rows drawn at random from all but the last max(--val,\n"
+           "                       --calib) rows (at most a fifth), which validate and calibrate\n"
            "  --device cpu|cuda|auto  compute backend (default auto)\n"
            "  --threads T          CPU threads (default: all cores)\n"
            "  --val N              held-out validation patterns (default 500; 0 = none)\n"
@@ -57,11 +62,14 @@ static void usage(FILE *f)
            "MIN:MAX, --min-fraction F. Validation and calibration use the same settings.\n");
 }
 
-int cli_train(int argc, char **argv)
+/* The command; a dataset it loads is handed to *data_out at once, so the
+ * caller frees it whatever path returns. */
+static int train_cmd(int argc, char **argv, ds_xrd **data_out)
 {
     train_opts o;
     train_opts_default(&o);
-    const char *modality = NULL, *phases = NULL, *out = NULL, *device = "auto";
+    const char *modality = NULL, *phases = NULL, *out = NULL, *device = "auto", *dataset = NULL;
+    int mixtures_set = 0, grid_set = 0;
     int warmup_set = 0;
     long long threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -89,6 +97,8 @@ int cli_train(int argc, char **argv)
             o.spec = v;
         else if (!strcmp(opt, "--device"))
             device = v;
+        else if (!strcmp(opt, "--dataset"))
+            dataset = v;
         else if (!strcmp(opt, "--checkpoint"))
             o.checkpoint = v;
         else if (!strcmp(opt, "--resume"))
@@ -120,8 +130,9 @@ int cli_train(int argc, char **argv)
             o.seed = (uint64_t)n;
         } else if (!strcmp(opt, "--mixtures")) {
             if (cli_parse_int(v, 1, K_XRD_MAX_PHASES, &n))
-                return cli_bad_arg(PROG, opt, v, "expected 1..4");
+                return cli_bad_arg(PROG, opt, v, "expected 1..8");
             o.mixtures = (int)n;
+            mixtures_set = 1;
         } else if (!strcmp(opt, "--threads")) {
             if (cli_parse_int(v, 1, 4096, &n)) return cli_bad_arg(PROG, opt, v, "expected 1..4096");
             threads = n;
@@ -155,6 +166,7 @@ int cli_train(int argc, char **argv)
             o.gen.grid.x0 = (float)g[0];
             o.gen.grid.step = (float)g[2];
             o.gen.grid.n_points = (int)np;
+            grid_set = 1;
         } else if ((rc_aug = cli_aug_option(PROG, opt, v, &o.gen.aug)) != CLI_AUG_NOT_MINE) {
             if (rc_aug) return rc_aug;
         } else
@@ -163,6 +175,21 @@ int cli_train(int argc, char **argv)
     if (!modality) return cli_bad_arg(PROG, "--modality", NULL, "required (xrd)");
     if (strcmp(modality, "xrd") != 0)
         return cli_bad_arg(PROG, "--modality", modality, "only xrd is supported");
+    ds_xrd *data = NULL;
+    if (dataset) {
+        pid_error derr;
+        pid_error_clear(&derr);
+        if (grid_set)
+            return cli_bad_arg(PROG, "--grid", NULL, "the grid of --dataset is the file's");
+        if (ds_load(dataset, &data, &derr)) {
+            fprintf(stderr, PROG ": --dataset: %s\n", derr.msg);
+            return 1;
+        }
+        *data_out = data;
+        if (!phases && data->library[0]) phases = data->library;
+        if (!mixtures_set) o.mixtures = data->mixtures_max;
+        o.data = data;
+    }
     if (!phases)
         return cli_bad_arg(PROG, "--phases", NULL, "required (a folder of CIF files, or builtin)");
     if (!out) return cli_bad_arg(PROG, "--out", NULL, "required");
@@ -217,8 +244,9 @@ int cli_train(int argc, char **argv)
     }
     if (!o.quiet)
         fprintf(stderr, PROG ": %d phases from %s, %d points, %s, %lld steps x %d\n",
-                pid_phaselib_count(lib), pid_phaselib_dir(lib), o.gen.grid.n_points,
-                pid_backend_device_desc(be), (long long)o.steps, o.batch);
+                pid_phaselib_count(lib), pid_phaselib_dir(lib),
+                data ? data->p : o.gen.grid.n_points, pid_backend_device_desc(be),
+                (long long)o.steps, o.batch);
     if (!o.quiet && ulib) {
         fprintf(stderr, PROG ": %d phases held out as unknown:", pid_phaselib_count(ulib));
         for (int i = 0; i < pid_phaselib_count(ulib); i++)
@@ -233,7 +261,7 @@ int cli_train(int argc, char **argv)
         goto done;
     }
     if (r.val_acc >= 0)
-        printf("validation accuracy: %.4f (%d patterns, %s)\n", r.val_acc, o.n_val,
+        printf("validation accuracy: %.4f (%d patterns, %s)\n", r.val_acc, r.n_val,
                o.mixtures > 1 ? "exact set at 0.5" : "top-1");
     else
         printf("validation accuracy: n/a (--val 0)\n");
@@ -242,7 +270,7 @@ int cli_train(int argc, char **argv)
     if (r.calibrated) {
         printf("temperature: %.4f\n", r.temperature);
         printf("ECE: %.4f before, %.4f after (%d calibration patterns)\n", r.ece_before,
-               r.ece_after, o.n_calib);
+               r.ece_after, r.n_calib);
         printf("unknown threshold (energy, %.0f%% TPR): %.4f\n", 100.0 * TRAIN_UNKNOWN_TPR,
                r.unknown_threshold);
         if (r.n_unknown_phases > 0)
@@ -260,5 +288,13 @@ done:
     pid_phaselib_destroy(lib);
     pid_phaselib_destroy(ulib);
     train_split_cleanup(kdir, udir);
+    return rc;
+}
+
+int cli_train(int argc, char **argv)
+{
+    ds_xrd *data = NULL;
+    int rc = train_cmd(argc, argv, &data);
+    ds_destroy(data);
     return rc;
 }

@@ -258,3 +258,56 @@ pid_status pid_h5_read_attr_i64(hid_t loc, const char *name, int64_t *value, pid
 {
     return attr_read(loc, name, H5T_NATIVE_INT64, value, err);
 }
+
+pid_status pid_h5_read_strings(hid_t loc, const char *name, char ***out, int64_t *n, pid_error *err)
+{
+    pid_status st = PID_OK;
+    hid_t d = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID,
+          mtype = H5I_INVALID_HID;
+    char **raw = NULL, **res = NULL;
+    hssize_t np = 0;
+    *out = NULL;
+    *n = 0;
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0 || (d = H5Dopen2(loc, name, H5P_DEFAULT)) < 0)
+        return pid_fail(err, PID_ERR_FORMAT, "missing dataset '%s'", name);
+    PID_H5_CHECK(space = H5Dget_space(d));
+    PID_H5_CHECK(type = H5Dget_type(d));
+    if (H5Sget_simple_extent_ndims(space) != 1 || H5Tget_class(type) != H5T_STRING ||
+        H5Tis_variable_str(type) <= 0) {
+        st = pid_fail(err, PID_ERR_FORMAT, "dataset '%s' is not a 1-D string list", name);
+        goto fail;
+    }
+    np = H5Sget_simple_extent_npoints(space);
+    raw = calloc(np > 0 ? (size_t)np : 1, sizeof *raw);
+    res = calloc(np > 0 ? (size_t)np : 1, sizeof *res);
+    if (!raw || !res) {
+        st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", name);
+        goto fail;
+    }
+    PID_H5_CHECK(mtype = H5Tcopy(H5T_C_S1));
+    PID_H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
+    PID_H5_CHECK(H5Tset_cset(mtype, H5Tget_cset(type)));
+    if (np > 0) {
+        PID_H5_CHECK(H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw));
+        for (hssize_t i = 0; i < np; i++) {
+            res[i] = strdup(raw[i] ? raw[i] : "");
+            if (!res[i]) st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", name);
+        }
+        H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, raw);
+    }
+fail:
+    free(raw);
+    if (mtype >= 0) H5Tclose(mtype);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (d >= 0) H5Dclose(d);
+    if (st) {
+        for (hssize_t i = 0; res && i < np; i++)
+            free(res[i]);
+        free(res);
+        return st;
+    }
+    *out = res;
+    *n = (int64_t)np;
+    return PID_OK;
+}

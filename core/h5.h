@@ -52,6 +52,14 @@ pid_status pid_h5_write_strings(hid_t loc, const char *name, int64_t n, const ch
 pid_status pid_h5_read_f32(hid_t loc, const char *name, float **data, int *ndim, int64_t dims[4],
                            pid_error *err);
 
+/* Read a 1-D dataset of variable-length strings (as written by
+ * pid_h5_write_strings). On success *out is a malloc'd array of *n malloc'd
+ * strings (caller frees each and the array); on failure *out is NULL and
+ * err names the dataset (missing: PID_ERR_FORMAT "missing dataset '...'",
+ * not a 1-D string list: PID_ERR_FORMAT). */
+pid_status pid_h5_read_strings(hid_t loc, const char *name, char ***out, int64_t *n,
+                               pid_error *err);
+
 /* Attributes on a file, group or dataset. */
 pid_status pid_h5_attr_str(hid_t loc, const char *name, const char *value, pid_error *err);
 pid_status pid_h5_attr_f64(hid_t loc, const char *name, double value, pid_error *err);

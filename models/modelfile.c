@@ -482,45 +482,21 @@ fail:
 /* Read a 1-D string dataset of exactly n entries into out[0..n) (strdup'd). */
 static pid_status read_strings(hid_t loc, const char *name, int64_t n, char **out, pid_error *err)
 {
-    pid_status st = PID_OK;
-    hid_t d = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID,
-          mtype = H5I_INVALID_HID;
-    char **raw = NULL;
-    d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return pid_fail(err, PID_ERR_FORMAT, "missing dataset 'phases/%s'", name);
-    PID_H5_CHECK(space = H5Dget_space(d));
-    PID_H5_CHECK(type = H5Dget_type(d));
-    if (H5Sget_simple_extent_ndims(space) != 1 || H5Tget_class(type) != H5T_STRING ||
-        H5Tis_variable_str(type) <= 0) {
-        st = pid_fail(err, PID_ERR_FORMAT, "dataset 'phases/%s' is not a 1-D string list", name);
-        goto fail;
+    char path[64], **col = NULL;
+    int64_t got = 0;
+    snprintf(path, sizeof path, "phases/%s", name);
+    pid_status st = pid_h5_read_strings(loc, path, &col, &got, err);
+    if (st) return st;
+    if (got != n)
+        st = pid_fail(err, PID_ERR_FORMAT, "phase count %lld in '%s' != n_classes %lld",
+                      (long long)got, path, (long long)n);
+    for (int64_t i = 0; i < got; i++) {
+        if (!st)
+            out[i] = col[i];
+        else
+            free(col[i]);
     }
-    hssize_t np = H5Sget_simple_extent_npoints(space);
-    if (np != n) {
-        st = pid_fail(err, PID_ERR_FORMAT, "phase count %lld in 'phases/%s' != n_classes %lld",
-                      (long long)np, name, (long long)n);
-        goto fail;
-    }
-    raw = calloc((size_t)n, sizeof *raw);
-    if (!raw) {
-        st = pid_fail(err, PID_ERR_NOMEM, "phases/%s: out of memory", name);
-        goto fail;
-    }
-    PID_H5_CHECK(mtype = H5Tcopy(H5T_C_S1));
-    PID_H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
-    PID_H5_CHECK(H5Tset_cset(mtype, H5Tget_cset(type)));
-    PID_H5_CHECK(H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw));
-    for (int64_t i = 0; i < n; i++) {
-        out[i] = strdup(raw[i] ? raw[i] : "");
-        if (!out[i]) st = pid_fail(err, PID_ERR_NOMEM, "phases/%s: out of memory", name);
-    }
-    H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, raw);
-fail:
-    free(raw);
-    if (mtype >= 0) H5Tclose(mtype);
-    if (type >= 0) H5Tclose(type);
-    if (space >= 0) H5Sclose(space);
-    if (d >= 0) H5Dclose(d);
+    free(col);
     return st;
 }
 
@@ -612,7 +588,7 @@ static pid_status read_phases(hid_t fid, mf_model *m, pid_error *err)
     static const char *const names[4] = {"names", "formulas", "sources", "references"};
     for (int field = 0; field < 4; field++) {
         memset(col, 0, (size_t)n * sizeof *col);
-        st = read_strings(g, names[field], n, col, err);
+        st = read_strings(fid, names[field], n, col, err);
         for (int64_t i = 0; i < n; i++) {
             mf_phase *p = &m->phases[i];
             char **dst = field == 0   ? &p->name

@@ -111,12 +111,55 @@ static void *gen_slice_run(void *arg)
     return NULL;
 }
 
+/* Where batches come from: the simulator (gen), or the rows of a dataset
+ * file (data): training index i draws row hash(seed, i) mod n_train (with
+ * replacement), validation and calibration indices read the n - n_train
+ * held-out rows at the end of the file. */
+typedef struct {
+    const pid_xrd_gen *gen;
+    const ds_xrd *data;
+    int64_t n_train;
+    uint64_t seed;
+} train_src;
+
+static int src_n_phases(const train_src *src)
+{
+    return src->data ? src->data->k : pid_xrd_gen_n_phases(src->gen);
+}
+
+static pid_status file_rows(const train_src *src, uint64_t index0, int n, float *x, int32_t *lab,
+                            float *mh, float *fr)
+{
+    const ds_xrd *d = src->data;
+    const int64_t n_hold = d->n - src->n_train;
+    for (int i = 0; i < n; i++) {
+        uint64_t idx = index0 + (uint64_t)i;
+        int64_t row;
+        if (idx >= TRAIN_CALIB_INDEX_BASE)
+            row = src->n_train + (int64_t)((idx - TRAIN_CALIB_INDEX_BASE) % (uint64_t)n_hold);
+        else if (idx >= TRAIN_VAL_INDEX_BASE)
+            row = src->n_train + (int64_t)((idx - TRAIN_VAL_INDEX_BASE) % (uint64_t)n_hold);
+        else {
+            pid_u32x4 b = pid_rng_block(src->seed, 0x66696c65ULL /* "file" */, idx);
+            uint64_t u = ((uint64_t)b.v[0] << 32) | b.v[1];
+            row = (int64_t)(u % (uint64_t)src->n_train);
+        }
+        memcpy(x + (size_t)i * d->p, d->patterns + row * d->p, sizeof(float) * (size_t)d->p);
+        if (lab) lab[i] = d->labels[row];
+        if (mh) memcpy(mh + (size_t)i * d->k, d->multi_hot + row * d->k, sizeof(float) * d->k);
+        if (fr) memcpy(fr + (size_t)i * d->k, d->fractions + row * d->k, sizeof(float) * d->k);
+    }
+    return PID_OK;
+}
+
 /* Render patterns [index0, index0 + n) into host buffers, split over up to
  * `threads` threads (the calling thread does the first slice). The result
  * does not depend on `threads`. */
-static pid_status gen_parallel(const pid_xrd_gen *gen, uint64_t index0, int n, int threads,
-                               float *x, int32_t *lab, float *mh, float *fr, pid_error *err)
+static pid_status gen_parallel(const train_src *src, uint64_t index0, int n, int threads, float *x,
+                               int32_t *lab, float *mh, float *fr, pid_error *err)
 {
+    if (src->data) return file_rows(src, index0, n, x, lab, mh, fr);
+    const pid_xrd_gen *gen = src->gen;
     enum { MAX_SLICES = 64 };
     gen_slice sl[MAX_SLICES];
     pthread_t tid[MAX_SLICES];
@@ -166,7 +209,7 @@ typedef struct {
 } batch_buf;
 
 typedef struct {
-    const pid_xrd_gen *gen;
+    const train_src *src;
     int batch, threads;
     int n_out;            /* outlier rows at the end of every batch */
     uint64_t out_seed;    /* their stream */
@@ -185,7 +228,7 @@ typedef struct {
  * uniform soft targets; the other rows get one-hot soft targets. */
 static pid_status outliers_fill(const producer *pr, int64_t s, batch_buf *b, pid_error *err)
 {
-    const int bsz = pr->batch, k = pid_xrd_gen_n_phases(pr->gen), p = pr->grid.n_points;
+    const int bsz = pr->batch, k = src_n_phases(pr->src), p = pr->grid.n_points;
     const int first = bsz - pr->n_out;
     pid_status st = pid_outlier_patterns(&pr->grid, pr->out_seed, (uint64_t)s * (uint64_t)pr->n_out,
                                          pr->n_out, b->x + (size_t)first * p, err);
@@ -218,7 +261,7 @@ static void *producer_run(void *arg)
         if (stop) break;
         pid_error e;
         pid_error_clear(&e);
-        pid_status st = gen_parallel(pr->gen, (uint64_t)s * (uint64_t)pr->batch, pr->batch,
+        pid_status st = gen_parallel(pr->src, (uint64_t)s * (uint64_t)pr->batch, pr->batch,
                                      pr->threads, b->x, b->lab, b->mh, b->fr, &e);
         if (!st && pr->n_out > 0) st = outliers_fill(pr, s, b, &e);
         pthread_mutex_lock(&pr->mu);
@@ -373,6 +416,11 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
              (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc, cal ? "true" : "false");
     size_t gl = strlen(gen_text);
+    if (o->data && !strpbrk(o->data->path, "\"\\") &&
+        gl + strlen(o->data->path) + 32 < sizeof gen_text) {
+        snprintf(gen_text + gl, sizeof gen_text - gl, ", \"dataset\": \"%s\"", o->data->path);
+        gl = strlen(gen_text);
+    }
     if (cal) {
         snprintf(gen_text + gl, sizeof gen_text - gl,
                  ", \"n_calib\": %d, \"calib_index_base\": %llu, \"temperature_nll_fit\": %.6g, "
@@ -495,11 +543,11 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
 /* Logits [n, k] of patterns [base, base + n) of generator g (kg phases),
  * rendered and run in batches of bsz; labels [n] and multi-hot [n, kg] are
  * copied out when non-NULL. */
-static pid_status forward_set(net *n, pid_backend *be, const pid_xrd_gen *g, uint64_t base,
-                              int count, int bsz, int threads, int p, int k, float *logits,
-                              int32_t *labels, float *mh, pid_error *err)
+static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint64_t base, int count,
+                              int bsz, int threads, int p, int k, float *logits, int32_t *labels,
+                              float *mh, pid_error *err)
 {
-    const int kg = pid_xrd_gen_n_phases(g);
+    const int kg = src_n_phases(g);
     pid_status st = PID_OK;
     float *x = malloc(sizeof(float) * (size_t)bsz * p);
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)bsz);
@@ -534,10 +582,9 @@ done:
  * calibration set above that of T = 1 (possible: the NLL and the binned ECE
  * are different criteria), T = 1 is kept, so calibration never worsens the
  * stored ECE. */
-static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen,
-                            const pid_phaselib *lib, const train_opts *o, net_head_kind head,
-                            int threads, int bsz, int p, int k, train_result *r, double *t_nll,
-                            pid_error *err)
+static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const pid_phaselib *lib,
+                            const train_opts *o, net_head_kind head, int threads, int bsz, int p,
+                            int k, train_result *r, double *t_nll, pid_error *err)
 {
     const int nc = o->n_calib;
     pid_status st = PID_OK;
@@ -551,8 +598,9 @@ static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen,
         if ((st = pid_augment_widen(&o->gen.aug, o->calib_widen, &co.aug, err))) return st;
         co.aug.mixtures_max = o->mixtures;
         if ((st = pid_xrd_gen_create(&wgen, lib, &co, err))) return st;
-        gen = wgen;
     }
+    const train_src wsrc = {.gen = wgen};
+    const train_src *gen = wgen ? &wsrc : src;
     float *z = malloc(sizeof(float) * (size_t)nc * k);
     float *zu = NULL;
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)nc);
@@ -615,8 +663,9 @@ static pid_status calibrate(net *n, pid_backend *be, const pid_xrd_gen *gen,
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
             goto done;
         }
-        if ((st = forward_set(n, be, ugen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu, NULL,
-                              NULL, err)))
+        const train_src usrc = {.gen = ugen};
+        if ((st = forward_set(n, be, &usrc, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu,
+                              NULL, NULL, err)))
             goto done;
         for (int i = 0; i < nc; i++) {
             eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);
@@ -764,6 +813,42 @@ done:
 
 /* ---------------------------------------------------------- train_run */
 
+/* A dataset file must hold the library's phases in its order, fit the head
+ * (mixture rows need mixtures > 1) and leave rows for training after the
+ * held-out tail (validation and calibration: max(n_val, n_calib) rows, at most
+ * a fifth of the file). */
+static pid_status check_data(const pid_phaselib *lib, const train_opts *o, int64_t *n_train,
+                             pid_error *err)
+{
+    const ds_xrd *d = o->data;
+    if (d->k != pid_phaselib_count(lib))
+        return pid_fail(err, PID_ERR_ARG, "train: %s has %d phases, the library %s has %d", d->path,
+                        d->k, pid_phaselib_dir(lib), pid_phaselib_count(lib));
+    for (int i = 0; i < d->k; i++)
+        if (strcmp(d->names[i], pid_phaselib_get(lib, i)->name) != 0)
+            return pid_fail(err, PID_ERR_ARG,
+                            "train: phase %d of %s is '%s' but '%s' in the library %s", i, d->path,
+                            d->names[i], pid_phaselib_get(lib, i)->name, pid_phaselib_dir(lib));
+    if (d->mixtures_max > o->mixtures)
+        return pid_fail(err, PID_ERR_ARG,
+                        "train: %s has patterns of up to %d phases: train with mixtures >= %d",
+                        d->path, d->mixtures_max, d->mixtures_max);
+    if (o->unknown_lib)
+        return pid_fail(err, PID_ERR_ARG,
+                        "train: held-out phases need simulated calibration data, not a file");
+    if (o->calib_widen > 1.0)
+        return pid_fail(err, PID_ERR_ARG,
+                        "train: calibration widening needs simulated calibration data, not a file");
+    int64_t hold = o->n_val > o->n_calib ? o->n_val : o->n_calib;
+    if (hold > d->n / 5) hold = d->n / 5;
+    if (hold < 1 && (o->n_val > 0 || o->n_calib > 0)) hold = 1;
+    if (d->n - hold < 1)
+        return pid_fail(err, PID_ERR_ARG, "train: %s has too few patterns (%lld)", d->path,
+                        (long long)d->n);
+    *n_train = d->n - hold;
+    return PID_OK;
+}
+
 pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *be,
                      const char *out_path, train_result *res, pid_error *err)
 {
@@ -789,8 +874,20 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     pthread_t pr_tid;
     train_result r = {.val_acc = -1.0};
 
-    if ((st = pid_xrd_gen_create(&gen, lib, &opt.gen, err))) return st;
-    const int p = pid_xrd_gen_n_points(gen);
+    train_src src = {.data = o->data, .seed = pid_rng_mix(o->seed, 0x737263ULL)};
+    if (o->data) {
+        if ((st = check_data(lib, o, &src.n_train, err))) return st;
+        opt.gen.grid = o->data->grid;
+        opt.gen.source = o->data->source;
+        const int64_t n_hold = o->data->n - src.n_train;
+        if (opt.n_val > n_hold) opt.n_val = (int)n_hold;
+        if (opt.n_calib > n_hold) opt.n_calib = (int)n_hold;
+        o = &opt;
+    } else {
+        if ((st = pid_xrd_gen_create(&gen, lib, &opt.gen, err))) return st;
+        src.gen = gen;
+    }
+    const int p = o->data ? o->data->p : pid_xrd_gen_n_points(gen);
     if ((st = resolve_spec(o->spec ? o->spec : NET_SPEC_DEFAULT_XRD, o->mixtures, &canon, err)))
         goto done;
     if ((st = net_spec_parse(canon, &spec, err))) goto done;
@@ -819,7 +916,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     if (o->resume && (st = load_checkpoint(o->resume, canon, k, p, n, &step0, err))) goto done;
     if (step0 > o->steps) step0 = o->steps;
 
-    pr.gen = gen;
+    pr.src = &src;
     pr.batch = bsz;
     pr.n_out = (int)floor(o->outlier_frac * bsz + 0.5);
     if (pr.n_out >= bsz) pr.n_out = bsz - 1;
@@ -914,6 +1011,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
                 goto done;
         }
     }
+    r.n_val = o->n_val;
+    r.n_calib = o->n_calib;
     r.train_seconds = now_s() - t0;
     r.steps_done = o->steps;
     r.final_loss = loss;
@@ -932,8 +1031,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         int64_t correct = 0;
         for (int i0 = 0; i0 < o->n_val; i0 += bsz) {
             int cnt = o->n_val - i0 < bsz ? o->n_val - i0 : bsz;
-            if ((st = gen_parallel(gen, TRAIN_VAL_INDEX_BASE + (uint64_t)i0, cnt, threads, vx, vlab,
-                                   vmh, vfr, err)))
+            if ((st = gen_parallel(&src, TRAIN_VAL_INDEX_BASE + (uint64_t)i0, cnt, threads, vx,
+                                   vlab, vmh, vfr, err)))
                 goto done;
             if ((st = pid_backend_upload(be, net_input_buffer(n), vx,
                                          sizeof(float) * (size_t)cnt * p, err)) ||
@@ -947,7 +1046,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     }
     double t_nll = 1.0;
     if (o->n_calib > 0 &&
-        (st = calibrate(n, be, gen, lib, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
+        (st = calibrate(n, be, &src, lib, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
         goto done;
     if (out_path && (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc,
                                      o->n_calib > 0 ? &r : NULL, t_nll, err)))

@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "kernels/backend.h"
+#include "models/dataset.h"
 #include "synth/phaselib.h"
 #include "synth/xrd_dataset.h"
 
@@ -81,6 +82,13 @@ typedef struct {
                                         by this factor (pid_augment_widen), so the confidence holds
                                         on data harder than the training data; >= 1, 1 = the
                                         training ranges */
+    const ds_xrd *data;              /* train on the rows of this dataset file (models/dataset.h)
+                                        instead of simulating (NULL): its phases must be the
+                                        library's, in order; training draws rows at random (with
+                                        replacement, from the seed) from all but the last
+                                        max(n_val, n_calib) rows (at most a fifth of the file),
+                                        which are the validation and calibration set. The grid and
+                                        radiation are the file's. */
 } train_opts;
 
 /* Defaults: default spec, 1000 steps, batch 64, lr 1e-3, warm-up 100 (capped
@@ -104,6 +112,8 @@ typedef struct {
     double unknown_threshold; /* energy threshold at TRAIN_UNKNOWN_TPR of the known */
     double unknown_auroc;     /* known vs held-out phases; TRAIN_AUROC_NOT_MEASURED without */
     int n_unknown_phases;     /* phases in unknown_lib (0 = none) */
+    int n_val;                /* validation patterns used (n_val, capped by a dataset file) */
+    int n_calib;              /* calibration patterns used (likewise) */
 } train_result;
 
 /* Learning rate at step s (0-based) of `steps`: linear warm-up

@@ -46,6 +46,10 @@ def run(args):
     return subprocess.run([BIN, "train"] + args, capture_output=True, text=True, timeout=600)
 
 
+def run_synth(args):
+    return subprocess.run([BIN, "synth", "xrd"] + args, capture_output=True, text=True)
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         lib = os.path.join(tmp, "lib")
@@ -94,6 +98,39 @@ def main():
                 check(gen["size_nm"] == [20, 60] and gen["texture_r"] == [1, 1],
                       f"--size/--texture recorded: {gen}")
 
+        # training from a dataset file (phaseid synth xrd): single phase, then mixtures
+        ds = os.path.join(tmp, "ds.h5")
+        r = run_synth(["--phases", lib, "--n", "600", "--out", ds, "--two-theta", "10:80:0.05",
+                       "--quiet"])
+        check(r.returncode == 0, f"synth for --dataset: {r.stderr[-300:]}")
+        out3 = os.path.join(tmp, "fromfile.h5")
+        r = run(["--modality", "xrd", "--dataset", ds, "--out", out3, "--arch", ARCH, "--steps",
+                 "60", "--batch", "16", "--lr", "3e-3", "--quiet"])
+        check(r.returncode == 0, f"--dataset exit {r.returncode}: {r.stderr[-500:]}")
+        check("(120 calibration patterns)" in r.stdout, f"held-out rows: {r.stdout}")
+        if os.path.isfile(out3):
+            with h5py.File(out3, "r") as f:
+                gen = json.loads(f.attrs["generator"])
+                check(gen.get("dataset") == ds, f"dataset provenance: {gen}")
+                check(f.attrs["head"] == "softmax", "softmax head from a single-phase file")
+                check(int(f["grid"].attrs["n_points"]) == 1401, "grid from the file")
+        dsm = os.path.join(tmp, "dsm.h5")
+        run_synth(["--phases", lib, "--n", "300", "--out", dsm, "--two-theta", "10:80:0.05",
+                   "--mixtures", "2", "--quiet"])
+        out4 = os.path.join(tmp, "fromfile_mix.h5")
+        r = run(["--modality", "xrd", "--dataset", dsm, "--out", out4, "--arch", ARCH, "--steps",
+                 "10", "--batch", "16", "--quiet"])
+        check(r.returncode == 0, f"--dataset mixtures exit {r.returncode}: {r.stderr[-500:]}")
+        if os.path.isfile(out4):
+            with h5py.File(out4, "r") as f:
+                check(f.attrs["head"] == "sigmoid+fractions", "mixture file -> sigmoid head")
+        r = run(["--modality", "xrd", "--dataset", dsm, "--out", out4 + ".x", "--arch", ARCH,
+                 "--steps", "5", "--mixtures", "1"])
+        check(r.returncode == 2 and "mixtures" in r.stderr, f"mixture file, softmax: {r.stderr}")
+        junk = os.path.join(tmp, "junk.h5")
+        with open(junk, "wb") as f:
+            f.write(b"not hdf5" * 100)
+
         bad = os.path.join(tmp, "bad.h5")
         for args, code, what in [
             (base + ["--out", bad, "--lr", "nan"], 2, "NaN lr"),
@@ -103,6 +140,12 @@ def main():
             (base, 2, "missing --out"),
             (base + ["--out", bad, "--bogus", "1"], 2, "unknown option"),
             (base + ["--out", bad, "--strain", "abc"], 2, "bad --strain"),
+            (["--modality", "xrd", "--dataset", junk, "--phases", lib, "--out", bad], 1,
+             "--dataset not HDF5"),
+            (["--modality", "xrd", "--dataset", ds, "--phases", "builtin", "--out", bad], 2,
+             "--dataset with another library"),
+            (["--modality", "xrd", "--dataset", ds, "--grid", "10:80:0.1", "--out", bad], 2,
+             "--dataset with --grid"),
             (base + ["--out", bad, "--size", "50:10"], 2, "inverted --size"),
             (["--modality", "xrd", "--phases", os.path.join(tmp, "nope"), "--out", bad], 1,
              "unknown phase folder"),
