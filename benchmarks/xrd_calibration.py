@@ -151,6 +151,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "xrd_calibration.json"))
+    ap.add_argument("--keep-model", help="also save the trained model here")
+    ap.add_argument("--model", help="evaluate this model (trained with --holdout-phases) "
+                    "instead of training one")
     a = ap.parse_args()
     bin_ = find_bin(a.phaseid)
     log = []
@@ -163,7 +166,14 @@ def main():
                      "--holdout-phases", str(a.holdout), "--mixtures", str(a.mixtures),
                      "--outliers", a.outliers, "--calib-widen", a.calib_widen, "--val", "0",
                      "--quiet"]
-        train_out, t_train = sh(train_cmd, log)
+        if a.model:
+            model = os.path.abspath(a.model)
+            train_out, t_train = f"(model {a.model}, trained before)\n", float("nan")
+        else:
+            train_out, t_train = sh(train_cmd, log)
+            if a.keep_model:
+                import shutil
+                shutil.copy(model, a.keep_model)
         print(train_out, end="")
         with h5py.File(model, "r") as f:
             at = f.attrs

@@ -50,6 +50,9 @@ static void usage(FILE *f)
            "  --holdout-phases F   hold this fraction of the library's phases out of training\n"
            "                       (chosen from --seed) to measure the unknown-phase AUROC\n"
            "                       (default 0: all phases trained, AUROC not measured)\n"
+           "  --no-residual        no physics residual check (by default the model flags\n"
+           "                       frames whose peaks its predicted phases cannot explain,\n"
+           "                       threshold from the calibration patterns)\n"
            "  --outliers F         outlier exposure: fraction F of every batch (0..0.5) are\n"
            "                       patterns of no phase (random peak sets, amorphous humps)\n"
            "                       trained towards 'none of the phases' (default 0)\n"
@@ -80,6 +83,10 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
         }
         if (!strcmp(opt, "--quiet")) {
             o.quiet = 1;
+            continue;
+        }
+        if (!strcmp(opt, "--no-residual")) {
+            o.no_residual = 1;
             continue;
         }
         if (i + 1 >= argc) return cli_bad_arg(PROG, opt, NULL, "needs a value (or unknown option)");
@@ -273,10 +280,19 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
                r.ece_after, r.n_calib);
         printf("unknown threshold (energy, %.0f%% TPR): %.4f\n", 100.0 * TRAIN_UNKNOWN_TPR,
                r.unknown_threshold);
-        if (r.n_unknown_phases > 0)
-            printf("unknown AUROC: %.4f (%d held-out phases)\n", r.unknown_auroc,
-                   r.n_unknown_phases);
+        if (r.residual_threshold > 0)
+            printf("residual threshold (%.0f%% of known explained): %.4f (cells +-%.3f)\n",
+                   100.0 * TRAIN_RESIDUAL_TPR, r.residual_threshold, r.residual_strain);
         else
+            printf("residual check: off\n");
+        printf("calibration patterns flagged unknown: %.4f\n", r.flagged_known);
+        if (r.n_unknown_phases > 0) {
+            printf("unknown AUROC: %.4f (energy, %d held-out phases)\n", r.unknown_auroc,
+                   r.n_unknown_phases);
+            if (r.residual_threshold > 0)
+                printf("unknown AUROC (residual): %.4f\n", r.residual_auroc);
+            printf("held-out phase patterns flagged unknown: %.4f\n", r.flagged_unknown);
+        } else
             printf("unknown AUROC: not measured (no held-out phases; stored %.1f)\n",
                    r.unknown_auroc);
     } else

@@ -229,6 +229,11 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
     if (!(m->unknown_auroc >= 0 && m->unknown_auroc <= 1))
         return pid_fail(err, PID_ERR_FORMAT, "unknown-phase AUROC %g outside [0, 1]",
                         m->unknown_auroc);
+    if (!(m->residual_threshold >= 0 && m->residual_threshold <= 1) ||
+        !(m->residual_strain_max >= 0 && m->residual_strain_max <= 0.1))
+        return pid_fail(err, PID_ERR_FORMAT,
+                        "residual check: threshold %g outside [0, 1] or strain %g outside [0, 0.1]",
+                        m->residual_threshold, m->residual_strain_max);
     if (m->train_steps < 0 || m->train_batch < 0 || !isfinite(m->train_flops) || m->train_flops < 0)
         return pid_fail(err, PID_ERR_FORMAT, "bad training provenance (steps/batch/FLOPs)");
     if (!m->generator || !m->phaseid_version || !m->created || !m->library)
@@ -321,6 +326,9 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
         (st = pid_h5_attr_str(fid, "unknown_score", m->unknown_score, err)) ||
         (st = pid_h5_attr_f64(fid, "unknown_threshold", m->unknown_threshold, err)) ||
         (st = pid_h5_attr_f64(fid, "unknown_auroc", m->unknown_auroc, err)) ||
+        (m->residual_threshold > 0 &&
+         ((st = pid_h5_attr_f64(fid, "residual_threshold", m->residual_threshold, err)) ||
+          (st = pid_h5_attr_f64(fid, "residual_strain_max", m->residual_strain_max, err)))) ||
         (st = attr_u64(fid, "train_seed", m->train_seed, err)) ||
         (st = pid_h5_attr_i64(fid, "train_steps", m->train_steps, err)) ||
         (st = pid_h5_attr_i64(fid, "train_batch", m->train_batch, err)) ||
@@ -668,6 +676,9 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
         (st = pid_h5_read_attr_str(fid, "unknown_score", &m->unknown_score, err)) ||
         (st = pid_h5_read_attr_f64(fid, "unknown_threshold", &m->unknown_threshold, err)) ||
         (st = pid_h5_read_attr_f64(fid, "unknown_auroc", &m->unknown_auroc, err)) ||
+        (H5Aexists(fid, "residual_threshold") > 0 &&
+         ((st = pid_h5_read_attr_f64(fid, "residual_threshold", &m->residual_threshold, err)) ||
+          (st = pid_h5_read_attr_f64(fid, "residual_strain_max", &m->residual_strain_max, err)))) ||
         (st = read_attr_u64(fid, "train_seed", &m->train_seed, err)) ||
         (st = pid_h5_read_attr_i64(fid, "train_steps", &m->train_steps, err)) ||
         (st = pid_h5_read_attr_i64(fid, "train_batch", &m->train_batch, err)) ||
@@ -753,6 +764,12 @@ void mf_print_summary(FILE *f, const mf_model *m)
     fprintf(f, "  calibration  : temperature %.4g, ECE %.4g\n", m->temperature, m->ece);
     fprintf(f, "  unknown phase: %s score, threshold %.4g, held-out AUROC %.4g\n",
             m->unknown_score ? m->unknown_score : "?", m->unknown_threshold, m->unknown_auroc);
+    if (m->residual_threshold > 0)
+        fprintf(f,
+                "  residual     : unexplained peak intensity > %.3g flags unknown (cells +-%.3g)\n",
+                m->residual_threshold, m->residual_strain_max);
+    else
+        fprintf(f, "  residual     : off\n");
     fprintf(f, "  training     : seed %llu, %lld steps x batch %lld, %.3g FLOPs\n",
             (unsigned long long)m->train_seed, (long long)m->train_steps, (long long)m->train_batch,
             m->train_flops);

@@ -8,7 +8,8 @@
  *                     modality, arch_spec, head, input_shape, n_classes,
  *                     n_params, n_buffers, preprocessing, background_removal,
  *                     normalization, temperature, ece, unknown_score,
- *                     unknown_threshold, unknown_auroc, train_seed, train_steps,
+ *                     unknown_threshold, unknown_auroc, [residual_threshold,
+ *                     residual_strain_max], train_seed, train_steps,
  *                     train_batch, train_flops, generator, phaseid_version,
  *                     created, library
  *   /params           float32 [n_params]   trainable parameters, flat
@@ -84,6 +85,13 @@ typedef struct {
     char *unknown_score;      /* "energy" */
     double unknown_threshold; /* scores above this are flagged unknown */
     double unknown_auroc;     /* held-out AUROC of the score, [0, 1] */
+    /* Physics residual check (models/residual.h), optional (attributes
+     * residual_threshold and residual_strain_max; absent in older files):
+     * a frame is also flagged unknown when the predicted phases leave more
+     * than residual_threshold of its peak intensity unexplained, fitting
+     * their cells within +-residual_strain_max. 0 = no residual check. */
+    double residual_threshold;  /* (0, 1], or 0 = off */
+    double residual_strain_max; /* [0, 0.1] */
 
     /* Training provenance. */
     uint64_t train_seed;

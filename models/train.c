@@ -20,6 +20,7 @@
 #include "models/calib.h"
 #include "models/modelfile.h"
 #include "models/net.h"
+#include "models/residual.h"
 #include "models/spec.h"
 
 void train_opts_default(train_opts *o)
@@ -425,11 +426,13 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
         snprintf(gen_text + gl, sizeof gen_text - gl,
                  ", \"n_calib\": %d, \"calib_index_base\": %llu, \"temperature_nll_fit\": %.6g, "
                  "\"ece_before\": %.6f, \"ece_after\": %.6f, \"unknown_tpr\": %g, "
-                 "\"holdout_frac\": %g, \"n_holdout_phases\": %d, "
+                 "\"holdout_frac\": %g, \"n_holdout_phases\": %d, \"residual_threshold\": %g, "
+                 "\"residual_auroc\": %.6f, \"flagged_known\": %.6f, \"flagged_unknown\": %.6f, "
                  "\"unknown_auroc_measured\": %s",
                  o->n_calib, (unsigned long long)TRAIN_CALIB_INDEX_BASE, t_nll, cal->ece_before,
                  cal->ece_after, TRAIN_UNKNOWN_TPR, o->holdout_frac, cal->n_unknown_phases,
-                 cal->n_unknown_phases > 0 ? "true" : "false");
+                 cal->residual_threshold, cal->residual_auroc, cal->flagged_known,
+                 cal->flagged_unknown, cal->n_unknown_phases > 0 ? "true" : "false");
         gl = strlen(gen_text);
         if (o->unknown_lib && gl + 32 < sizeof gen_text) {
             strcpy(gen_text + gl, ", \"holdout_phases\": [");
@@ -474,6 +477,10 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     m->temperature = cal ? cal->temperature : TRAIN_UNCALIBRATED_TEMPERATURE;
     m->ece = cal ? cal->ece_after : TRAIN_UNCALIBRATED_ECE;
     m->unknown_score = dup_str("energy");
+    if (cal) {
+        m->residual_threshold = cal->residual_threshold;
+        m->residual_strain_max = cal->residual_strain;
+    }
     m->unknown_threshold = cal ? cal->unknown_threshold : TRAIN_UNCALIBRATED_THRESHOLD;
     m->unknown_auroc = cal ? cal->unknown_auroc : TRAIN_UNCALIBRATED_AUROC;
     m->train_seed = o->seed;
@@ -543,9 +550,25 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
 /* Logits [n, k] of patterns [base, base + n) of generator g (kg phases),
  * rendered and run in batches of bsz; labels [n] and multi-hot [n, kg] are
  * copied out when non-NULL. */
+/* Predicted phases of logits z[k] at temperature T, as cls_run makes them:
+ * the top class, plus (sigmoid heads) every class at probability >= 0.5. */
+static void predicted_set(const float *z, int k, net_head_kind head, double T, uint8_t *present)
+{
+    int top = 0;
+    for (int c = 0; c < k; c++) {
+        if (z[c] > z[top]) top = c;
+        present[c] = head != NET_HEAD_SOFTMAX && z[c] / T >= 0.0;
+    }
+    present[top] = 1;
+}
+
+/* Logits (and labels, multi-hot) of `count` patterns from index base; with
+ * rsd, also the physics residual of each pattern for the phases the logits
+ * predict at temperature T (resid[count]). */
 static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint64_t base, int count,
                               int bsz, int threads, int p, int k, float *logits, int32_t *labels,
-                              float *mh, pid_error *err)
+                              float *mh, const rsd_table *rsd, net_head_kind head, double T,
+                              double *resid, pid_error *err)
 {
     const int kg = src_n_phases(g);
     pid_status st = PID_OK;
@@ -553,7 +576,9 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)bsz);
     float *bm = malloc(sizeof(float) * (size_t)bsz * kg);
     float *bf = malloc(sizeof(float) * (size_t)bsz * kg);
-    if (!x || !lab || !bm || !bf) {
+    float *scr = rsd ? malloc(sizeof(float) * (size_t)rsd_scratch_floats(rsd)) : NULL;
+    uint8_t *pres = rsd ? malloc((size_t)k) : NULL;
+    if (!x || !lab || !bm || !bf || (rsd && (!scr || !pres))) {
         st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
         goto done;
     }
@@ -567,6 +592,10 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
                                        sizeof(float) * (size_t)cnt * k, err)))
             goto done;
         if (labels) memcpy(labels + i0, lab, sizeof(int32_t) * (size_t)cnt);
+        for (int i = 0; rsd && i < cnt; i++) {
+            predicted_set(logits + (size_t)(i0 + i) * k, k, head, T, pres);
+            resid[i0 + i] = rsd_unexplained(rsd, x + (size_t)i * p, pres, scr);
+        }
         if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
     }
 done:
@@ -574,7 +603,15 @@ done:
     free(lab);
     free(bm);
     free(bf);
+    free(scr);
+    free(pres);
     return st;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 /* Temperature, ECE before/after, energy threshold and AUROC into r. The
@@ -589,6 +626,8 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     const int nc = o->n_calib;
     pid_status st = PID_OK;
     pid_xrd_gen *ugen = NULL, *wgen = NULL;
+    rsd_table *rsd = NULL;
+    double *rk = NULL, *ru = NULL, rstrain = 0.0;
     /* The settings of the calibration patterns: the training ones, widened. */
     pid_xrd_dataset_opts co = o->gen;
     co.seed = o->seed;
@@ -610,8 +649,32 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
         goto done;
     }
+    /* The physics residual check: sticks of every phase on the model grid. */
+    if (!o->no_residual) {
+        const pid_structure **ph = malloc(sizeof *ph * (size_t)k);
+        if (!ph) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+            goto done;
+        }
+        for (int c = 0; c < k; c++)
+            ph[c] = pid_phaselib_get(lib, c);
+        rstrain = co.aug.enabled ? co.aug.strain_max + TRAIN_RESIDUAL_STRAIN_MARGIN
+                                 : TRAIN_RESIDUAL_STRAIN_MARGIN;
+        if (rstrain > 0.1) rstrain = 0.1;
+        st = rsd_create(&rsd, ph, k, co.grid.x0, co.grid.step, co.grid.n_points, co.source.n_lines,
+                        co.source.wavelength_a, co.source.weight, rstrain, err);
+        free(ph);
+        if (st) goto done;
+        rk = malloc(sizeof(double) * (size_t)nc);
+        ru = malloc(sizeof(double) * (size_t)nc);
+        if (!rk || !ru) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+            goto done;
+        }
+    }
+    /* (the predicted phases do not depend on the temperature: T = 1 here) */
     if ((st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z, lab, mh,
-                          err)))
+                          rsd, head, 1.0, rk, err)))
         goto done;
     double T = 1.0, e1 = 1.0, eT = 1.0;
     if (head == NET_HEAD_SOFTMAX) {
@@ -645,6 +708,51 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     if ((st =
              calib_threshold_at_tpr(ek, (size_t)nc, TRAIN_UNKNOWN_TPR, &r->unknown_threshold, err)))
         goto done;
+    r->residual_threshold = 0.0;
+    r->residual_strain = 0.0;
+    r->residual_auroc = TRAIN_AUROC_NOT_MEASURED;
+    r->flagged_unknown = -1.0;
+    if (rsd) {
+        double *sorted = malloc(sizeof(double) * (size_t)nc);
+        if (!sorted) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+            goto done;
+        }
+        /* over the patterns whose predicted set is right: the residual a
+         * right answer leaves (a wrong one should be flagged too) */
+        int nr = 0;
+        uint8_t *pres = malloc((size_t)k);
+        if (!pres) {
+            free(sorted);
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+            goto done;
+        }
+        for (int i = 0; i < nc; i++) {
+            predicted_set(z + (size_t)i * k, k, head, 1.0, pres);
+            int right = 1;
+            for (int c = 0; c < k && right; c++)
+                right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])
+                                                 : (pres[c] == (mh[(size_t)i * k + c] > 0.5f));
+            if (right) sorted[nr++] = rk[i];
+        }
+        free(pres);
+        if (nr == 0) sorted[nr++] = 1.0;
+        qsort(sorted, (size_t)nr, sizeof *sorted, cmp_double);
+        int64_t q = (int64_t)ceil(TRAIN_RESIDUAL_TPR * nr) - 1;
+        if (q < 0) q = 0;
+        if (q >= nr) q = nr - 1;
+        r->residual_threshold =
+            sorted[q] > TRAIN_RESIDUAL_MIN_THRESHOLD ? sorted[q] : TRAIN_RESIDUAL_MIN_THRESHOLD;
+        if (r->residual_threshold > 1.0) r->residual_threshold = 1.0;
+        r->residual_strain = rstrain;
+        free(sorted);
+    }
+    {
+        int64_t fl = 0;
+        for (int i = 0; i < nc; i++)
+            fl += ek[i] > r->unknown_threshold || (rsd && rk[i] > r->residual_threshold);
+        r->flagged_known = (double)fl / nc;
+    }
     r->unknown_auroc = TRAIN_AUROC_NOT_MEASURED;
     r->n_unknown_phases = 0;
     if (o->unknown_lib && pid_phaselib_count(o->unknown_lib) > 0) {
@@ -665,7 +773,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
         const train_src usrc = {.gen = ugen};
         if ((st = forward_set(n, be, &usrc, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu,
-                              NULL, NULL, err)))
+                              NULL, NULL, rsd, head, 1.0, ru, err)))
             goto done;
         for (int i = 0; i < nc; i++) {
             eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);
@@ -676,9 +784,18 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             }
         }
         if ((st = calib_auroc(ek, (size_t)nc, eu, (size_t)nc, &r->unknown_auroc, err))) goto done;
+        if (rsd && (st = calib_auroc(rk, (size_t)nc, ru, (size_t)nc, &r->residual_auroc, err)))
+            goto done;
+        int64_t fl = 0;
+        for (int i = 0; i < nc; i++)
+            fl += eu[i] > r->unknown_threshold || (rsd && ru[i] > r->residual_threshold);
+        r->flagged_unknown = (double)fl / nc;
         r->n_unknown_phases = pid_phaselib_count(o->unknown_lib);
     }
 done:
+    rsd_destroy(rsd);
+    free(rk);
+    free(ru);
     pid_xrd_gen_destroy(ugen);
     pid_xrd_gen_destroy(wgen);
     free(z);

@@ -29,6 +29,13 @@ extern "C" {
  * at which the unknown-phase threshold is set. */
 #define TRAIN_CALIB_DEFAULT_N 2000
 #define TRAIN_UNKNOWN_TPR 0.95
+/* The physics residual threshold (models/residual.h) is the residual of this
+ * fraction of the known calibration patterns the model gets right, and at least
+ * TRAIN_RESIDUAL_MIN_THRESHOLD; the cell fit allows the training strain plus
+ * TRAIN_RESIDUAL_STRAIN_MARGIN. */
+#define TRAIN_RESIDUAL_TPR 0.95
+#define TRAIN_RESIDUAL_MIN_THRESHOLD 0.10
+#define TRAIN_RESIDUAL_STRAIN_MARGIN 0.005
 /* Stored unknown_auroc when no phase was held out (nothing to measure it on):
  * the chance value 0.5, finite and in [0, 1] so mf_validate accepts it; the
  * generator attribute then says "unknown_auroc_measured": false. */
@@ -82,6 +89,7 @@ typedef struct {
                                         by this factor (pid_augment_widen), so the confidence holds
                                         on data harder than the training data; >= 1, 1 = the
                                         training ranges */
+    int no_residual;                 /* 1: no physics residual check in the model */
     const ds_xrd *data;              /* train on the rows of this dataset file (models/dataset.h)
                                         instead of simulating (NULL): its phases must be the
                                         library's, in order; training draws rows at random (with
@@ -99,21 +107,27 @@ typedef struct {
 void train_opts_default(train_opts *o);
 
 typedef struct {
-    int64_t steps_done;       /* total steps including resumed ones */
-    double final_loss;        /* loss of the last step */
-    double train_acc;         /* accuracy over the last (up to 50) steps' batches */
-    double val_acc;           /* top-1 (softmax) or exact-set at 0.5 (sigmoid); -1 without n_val */
-    double train_seconds;     /* wall time of the training loop */
-    double samples_per_s;     /* training patterns per second */
-    int calibrated;           /* 1 when the fields below were measured (n_calib > 0) */
-    double temperature;       /* fitted temperature */
-    double ece_before;        /* ECE at T = 1 on the calibration set */
-    double ece_after;         /* ECE at the fitted T (stored as the model's ece) */
-    double unknown_threshold; /* energy threshold at TRAIN_UNKNOWN_TPR of the known */
-    double unknown_auroc;     /* known vs held-out phases; TRAIN_AUROC_NOT_MEASURED without */
-    int n_unknown_phases;     /* phases in unknown_lib (0 = none) */
-    int n_val;                /* validation patterns used (n_val, capped by a dataset file) */
-    int n_calib;              /* calibration patterns used (likewise) */
+    int64_t steps_done;        /* total steps including resumed ones */
+    double final_loss;         /* loss of the last step */
+    double train_acc;          /* accuracy over the last (up to 50) steps' batches */
+    double val_acc;            /* top-1 (softmax) or exact-set at 0.5 (sigmoid); -1 without n_val */
+    double train_seconds;      /* wall time of the training loop */
+    double samples_per_s;      /* training patterns per second */
+    int calibrated;            /* 1 when the fields below were measured (n_calib > 0) */
+    double temperature;        /* fitted temperature */
+    double ece_before;         /* ECE at T = 1 on the calibration set */
+    double ece_after;          /* ECE at the fitted T (stored as the model's ece) */
+    double unknown_threshold;  /* energy threshold at TRAIN_UNKNOWN_TPR of the known */
+    double unknown_auroc;      /* known vs held-out phases; TRAIN_AUROC_NOT_MEASURED without */
+    int n_unknown_phases;      /* phases in unknown_lib (0 = none) */
+    double residual_threshold; /* physics residual threshold (0 = no residual check) */
+    double residual_strain;    /* cell-length range of its fit */
+    double residual_auroc;     /* residual of known vs held-out phases (TRAIN_AUROC_NOT_MEASURED
+                                  without) */
+    double flagged_known;      /* calibration patterns flagged unknown (energy or residual) */
+    double flagged_unknown;    /* held-out phase patterns flagged unknown (-1 without) */
+    int n_val;                 /* validation patterns used (n_val, capped by a dataset file) */
+    int n_calib;               /* calibration patterns used (likewise) */
 } train_result;
 
 /* Learning rate at step s (0-based) of `steps`: linear warm-up

@@ -268,7 +268,26 @@ static void test_round_trip(void **state)
     assert_true(r->n_buffers > 0);
     assert_memory_equal(r->params, m->params, (size_t)m->n_params * sizeof(float));
     assert_memory_equal(r->buffers, m->buffers, (size_t)m->n_buffers * sizeof(float));
+    /* no residual check: the attributes are absent and load as 0 (off) */
+    assert_true(r->residual_threshold == 0.0 && r->residual_strain_max == 0.0);
     mf_model_destroy(r);
+    r = NULL;
+    /* with one: both attributes round-trip */
+    m->residual_threshold = 0.234375;
+    m->residual_strain_max = 0.035;
+    const char *p2 = tmp_path("round_residual.h5");
+    save_ok(p2, m);
+    st = mf_load(p2, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_true(r->residual_threshold == 0.234375 && r->residual_strain_max == 0.035);
+    mf_model_destroy(r);
+    /* out of range: refused on save */
+    m->residual_threshold = 1.5;
+    assert_int_equal(mf_save(tmp_path("bad_residual.h5"), m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "residual"));
+    m->residual_threshold = 0.2;
+    m->residual_strain_max = NAN;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
     mf_model_destroy(m);
 }
 

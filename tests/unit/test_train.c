@@ -243,6 +243,12 @@ static void test_learns(void **state)
     assert_int_equal(r.n_unknown_phases, 0);
     assert_non_null(strstr(m->generator, "\"calibrated\": true"));
     assert_non_null(strstr(m->generator, "\"unknown_auroc_measured\": false"));
+    /* the physics residual check: a threshold in (0, 1] from the calibration set */
+    assert_true(r.residual_threshold >= TRAIN_RESIDUAL_MIN_THRESHOLD &&
+                r.residual_threshold <= 1.0);
+    assert_true(m->residual_threshold == r.residual_threshold);
+    assert_true(m->residual_strain_max > 0 && m->residual_strain_max <= 0.1);
+    assert_true(r.flagged_known >= 0 && r.flagged_known <= 0.2);
     assert_true(m->train_flops > 0);
     assert_string_equal(m->phases[1].name, "Si_227");
     assert_string_equal(m->phases[1].formula, "Si");
@@ -260,6 +266,7 @@ static void test_learns(void **state)
     assert_true(m->ece == TRAIN_UNCALIBRATED_ECE);
     assert_true(m->unknown_threshold == TRAIN_UNCALIBRATED_THRESHOLD);
     assert_true(m->unknown_auroc == TRAIN_UNCALIBRATED_AUROC);
+    assert_true(m->residual_threshold == 0.0);
     assert_non_null(strstr(m->generator, "\"calibrated\": false"));
     mf_model_destroy(m);
 }

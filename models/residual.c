@@ -1,0 +1,362 @@
+/* Physics residual of a classification (see residual.h): peak picking on a
+ * SNIP-corrected frame, then per predicted phase the lattice scale and zero
+ * shift that explain the most peak intensity with its simulated sticks. */
+#include "models/residual.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "synth/xrd.h"
+#include "synth/xy.h"
+
+#define RSD_SCALE_STEP 0.001
+/* Non-cubic phases get the per-axis fit when the isotropic one leaves more
+ * than this fraction of the peak intensity unexplained. */
+#define RSD_REFINE_BELOW 0.02
+#define RAD2DEG (180.0 / M_PI)
+
+/* Per stick of a phase: the terms of 1/d^2 = sum_ij G*_ij h_i h_j of the
+ * unstrained cell (q[0..2] = G*_ii h_i^2, q[3..5] = 2 G*_ij h_i h_j for 12,
+ * 13, 23), so a strain that scales the cell lengths by (sa, sb, sc) at
+ * fixed angles gives 1/d^2 = q0/sa^2 + q1/sb^2 + q2/sc^2 + q3/(sa sb) +
+ * q4/(sa sc) + q5/(sb sc); and the wavelength of its line. */
+typedef struct {
+    float q[6];
+    float lambda;
+} rsd_stick;
+
+struct rsd_table {
+    int k, n_points, n_scales, n_lines;
+    double x0, step, tol;
+    int snip_half;      /* SNIP half-window, points (1.5 deg) */
+    int *n_st;          /* [k] sticks per phase (both lines) */
+    int64_t *off;       /* [k] offset of phase c's block in pos: n_scales x n_st[c] */
+    float *pos;         /* stick positions (deg), sorted within each (phase, scale) */
+    int *n_free;        /* [k] independent cell lengths: 1 cubic, 2 uniaxial, 3 lower */
+    rsd_stick **sticks; /* [k][n_st[c]] for the per-axis refinement */
+    double strain_max;
+};
+
+void rsd_destroy(rsd_table *t)
+{
+    if (!t) return;
+    free(t->n_st);
+    free(t->off);
+    free(t->pos);
+    for (int c = 0; t->sticks && c < t->k; c++)
+        free(t->sticks[c]);
+    free(t->sticks);
+    free(t->n_free);
+    free(t);
+}
+
+int rsd_n_phases(const rsd_table *t)
+{
+    return t->k;
+}
+
+int64_t rsd_scratch_floats(const rsd_table *t)
+{
+    return 4 * (int64_t)t->n_points;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k, double x0_deg,
+                      double step_deg, int n_points, int n_lines, const double wavelengths_a[2],
+                      const double weights[2], double strain_max, pid_error *err)
+{
+    *out = NULL;
+    if (k < 1 || n_points < 8 || !(step_deg > 0) || !isfinite(x0_deg) || n_lines < 1 ||
+        n_lines > 2 || !(wavelengths_a[0] > 0) || !(strain_max >= 0 && strain_max <= 0.1))
+        return pid_fail(err, PID_ERR_ARG, "residual: bad settings");
+    rsd_table *t = calloc(1, sizeof *t);
+    if (!t) return pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+    t->k = k;
+    t->n_points = n_points;
+    t->x0 = x0_deg;
+    t->step = step_deg;
+    t->tol = RSD_TOL_DEG + 0.5 * step_deg;
+    t->snip_half = (int)ceil(1.5 / step_deg);
+    int ns = (int)floor(strain_max / RSD_SCALE_STEP + 1e-9);
+    t->n_scales = 2 * ns + 1;
+    t->strain_max = strain_max;
+    t->n_free = calloc((size_t)k, sizeof *t->n_free);
+    t->sticks = calloc((size_t)k, sizeof *t->sticks);
+    t->n_st = calloc((size_t)k, sizeof *t->n_st);
+    t->off = calloc((size_t)k, sizeof *t->off);
+    pid_xrd_stick **st = calloc((size_t)k, sizeof *st);
+    int *nst = calloc((size_t)k, sizeof *nst);
+    pid_status s = PID_OK;
+    if (!t->n_st || !t->off || !st || !nst || !t->n_free || !t->sticks) {
+        s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+        goto done;
+    }
+    const int use2 = n_lines == 2 && weights[1] >= 0.3 * weights[0] && wavelengths_a[1] > 0;
+    const double hi = x0_deg + step_deg * (n_points - 1);
+    int64_t total = 0;
+    for (int c = 0; c < k; c++) {
+        pid_xrd_opts o;
+        pid_xrd_opts_default(&o);
+        /* sticks whose scaled positions can reach the grid */
+        o.two_theta_min_deg = fmax(0.5, x0_deg * (1.0 - 2.0 * strain_max) - 2.0);
+        o.two_theta_max_deg = fmin(179.0, hi * (1.0 + 2.0 * strain_max) + 2.0);
+        o.source.n_lines = 1;
+        o.source.wavelength_a[0] = wavelengths_a[0];
+        o.source.weight[0] = 1.0;
+        o.min_rel_intensity = RSD_MIN_STICK / 100.0;
+        if ((s = pid_xrd_sticks(phases[c], &o, &st[c], &nst[c], err))) goto done;
+        t->n_st[c] = nst[c] * (use2 ? 2 : 1);
+        const int sg = phases[c]->spacegroup_number;
+        t->n_free[c] = sg >= 195 ? 1 : sg >= 75 ? 2 : 3;
+        t->sticks[c] = malloc(sizeof(rsd_stick) * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
+        if (!t->sticks[c]) {
+            s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+            goto done;
+        }
+        double gs[3][3];
+        pid_structure_reciprocal_metric(phases[c], gs);
+        for (int j = 0; j < nst[c]; j++) {
+            const double hh[3] = {st[c][j].h, st[c][j].k, st[c][j].l};
+            for (int l = 0; l < (use2 ? 2 : 1); l++) {
+                rsd_stick *q = &t->sticks[c][j * (use2 ? 2 : 1) + l];
+                q->q[0] = (float)(gs[0][0] * hh[0] * hh[0]);
+                q->q[1] = (float)(gs[1][1] * hh[1] * hh[1]);
+                q->q[2] = (float)(gs[2][2] * hh[2] * hh[2]);
+                q->q[3] = (float)(2.0 * gs[0][1] * hh[0] * hh[1]);
+                q->q[4] = (float)(2.0 * gs[0][2] * hh[0] * hh[2]);
+                q->q[5] = (float)(2.0 * gs[1][2] * hh[1] * hh[2]);
+                q->lambda = (float)wavelengths_a[l];
+            }
+        }
+        t->off[c] = total;
+        total += (int64_t)t->n_scales * t->n_st[c];
+    }
+    t->pos = malloc(sizeof(float) * (size_t)(total > 0 ? total : 1));
+    if (!t->pos) {
+        s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+        goto done;
+    }
+    for (int c = 0; c < k; c++)
+        for (int si = 0; si < t->n_scales; si++) {
+            double scale = 1.0 + (si - ns) * RSD_SCALE_STEP;
+            float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
+            int m = 0;
+            for (int j = 0; j < nst[c]; j++)
+                for (int l = 0; l < (use2 ? 2 : 1); l++) {
+                    double sn = wavelengths_a[l] / (2.0 * st[c][j].d_angstrom * scale);
+                    p[m++] = sn < 1.0 ? (float)(2.0 * asin(sn) * RAD2DEG) : 1e9f;
+                }
+            qsort(p, (size_t)m, sizeof *p, cmp_float);
+        }
+done:
+    for (int c = 0; st && c < k; c++)
+        free(st[c]);
+    free(st);
+    free(nst);
+    if (s) {
+        rsd_destroy(t);
+        return s;
+    }
+    *out = t;
+    return PID_OK;
+}
+
+/* Intensity of the peaks (x[i], h[i], sorted) explained by sorted sticks p[m]
+ * moved by z; marks[i] gets 1 for each explained peak when mark != 0. */
+static double explained(const float *x, const float *h, int np, const float *p, int m, double z,
+                        double tol, float *marks, int mark)
+{
+    double sum = 0.0;
+    int j = 0;
+    for (int i = 0; i < np; i++) {
+        double xi = x[i] - z;
+        while (j < m && p[j] < xi - tol)
+            j++;
+        if (j < m && p[j] <= xi + tol) {
+            sum += h[i];
+            if (mark) marks[i] = 1.0f;
+        }
+    }
+    return sum;
+}
+
+/* Explained intensity of peaks (x, h: np, sorted) by the sticks of phase c
+ * for cell-length scales sc3[3] and zero shift z; each stick marks the peaks
+ * within tol of it in mk (reset here). */
+static double explained_cell(const rsd_table *t, int c, const float *x, const float *h, int np,
+                             const double sc3[3], double z, uint8_t *mk)
+{
+    memset(mk, 0, (size_t)np);
+    const double i0 = 1.0 / (sc3[0] * sc3[0]), i1 = 1.0 / (sc3[1] * sc3[1]),
+                 i2 = 1.0 / (sc3[2] * sc3[2]), i01 = 1.0 / (sc3[0] * sc3[1]),
+                 i02 = 1.0 / (sc3[0] * sc3[2]), i12 = 1.0 / (sc3[1] * sc3[2]);
+    const rsd_stick *S = t->sticks[c];
+    for (int j = 0; j < t->n_st[c]; j++) {
+        const float *q = S[j].q;
+        double inv_d2 = q[0] * i0 + q[1] * i1 + q[2] * i2 + q[3] * i01 + q[4] * i02 + q[5] * i12;
+        if (!(inv_d2 > 0.0)) continue;
+        double sn = 0.5 * S[j].lambda * sqrt(inv_d2);
+        if (sn >= 1.0) continue;
+        double pos = 2.0 * asin(sn) * RAD2DEG + z;
+        /* first peak >= pos - tol */
+        int lo = 0, hi = np;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (x[mid] < pos - t->tol)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (int i = lo; i < np && x[i] <= pos + t->tol; i++)
+            mk[i] = 1;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < np; i++)
+        if (mk[i]) sum += h[i];
+    return sum;
+}
+
+/* Per-axis refinement for non-cubic phases: starting from the isotropic
+ * best (s0, z0), coordinate descent over each independent cell length
+ * (scales 1 +- strain_max by RSD_SCALE_STEP) and the zero shift (+-0.1 deg
+ * around the current), two rounds; marks the peaks the best cell explains. */
+static void refine(const rsd_table *t, int c, const float *x, const float *h, int np, double s0,
+                   double z0, float *marks)
+{
+    uint8_t mk[RSD_MAX_PEAKS], best_mk[RSD_MAX_PEAKS];
+    double p[3] = {1.0 + s0, 1.0 + s0, 1.0 + s0}, z = z0;
+    const int nf = t->n_free[c];
+    const int ns = (t->n_scales - 1) / 2;
+    double sc3[3];
+#define CELL_OF(pp)                                                                                \
+    do {                                                                                           \
+        sc3[0] = (pp)[0];                                                                          \
+        sc3[1] = nf == 3 ? (pp)[1] : (pp)[0];                                                      \
+        sc3[2] = nf == 1 ? (pp)[0] : nf == 2 ? (pp)[1] : (pp)[2];                                  \
+    } while (0)
+    CELL_OF(p);
+    double best = explained_cell(t, c, x, h, np, sc3, z, best_mk);
+    for (int round = 0; round < 2; round++)
+        for (int a = 0; a < nf; a++) {
+            double keep = p[a], bz = z, bp = p[a];
+            for (int si = -ns; si <= ns; si++) {
+                p[a] = 1.0 + si * RSD_SCALE_STEP;
+                CELL_OF(p);
+                for (int dz = -1; dz <= 1; dz++) {
+                    double zz = z + 0.1 * dz;
+                    if (fabs(zz) > RSD_MAX_SHIFT_DEG + 1e-9) continue;
+                    double v = explained_cell(t, c, x, h, np, sc3, zz, mk);
+                    if (v > best) {
+                        best = v;
+                        bp = p[a];
+                        bz = zz;
+                        memcpy(best_mk, mk, (size_t)np);
+                    }
+                }
+            }
+            p[a] = bp == keep ? keep : bp;
+            z = bz;
+        }
+#undef CELL_OF
+    for (int i = 0; i < np; i++)
+        if (best_mk[i]) marks[i] = 1.0f;
+}
+
+double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *present,
+                       float *scratch)
+{
+    const int n = t->n_points;
+    float *bg = scratch, *x = scratch + n, *h = scratch + 2 * n, *marks = scratch + 3 * n;
+    pid_error e;
+    if (pid_snip_background(frame, n, t->snip_half, bg, &e)) return 0.0;
+    float top = 0.0f;
+    for (int j = 0; j < n; j++) {
+        bg[j] = frame[j] - bg[j];
+        if (bg[j] > top) top = bg[j];
+    }
+    if (!(top > 0.0f)) return 0.0;
+    /* smooth (two passes of a ~0.1 deg box) so noise on broad peaks does not
+     * split them, into x[] as temporary storage */
+    const int hb = (int)ceil(0.05 / t->step);
+    for (int pass = 0; pass < 2; pass++) {
+        float *src = pass == 0 ? bg : x, *dst = pass == 0 ? x : h;
+        double acc = 0.0;
+        int lo = 0, hi = -1;
+        for (int j = 0; j < n; j++) {
+            while (hi < j + hb && hi < n - 1)
+                acc += src[++hi];
+            while (lo < j - hb)
+                acc -= src[lo++];
+            dst[j] = (float)(acc / (hi - lo + 1));
+        }
+    }
+    memcpy(bg, h, sizeof(float) * (size_t)n);
+    top = 0.0f;
+    for (int j = 0; j < n; j++)
+        if (bg[j] > top) top = bg[j];
+    if (!(top > 0.0f)) return 0.0;
+    /* local maxima within +-RSD_TOL_DEG whose prominence (height above the
+     * higher of the lowest points within 1 deg either side) is at least
+     * RSD_MIN_PEAK of the top; the prominence is the peak's weight */
+    const int w = (int)ceil(RSD_TOL_DEG / t->step), wp = (int)ceil(1.0 / t->step);
+    int np = 0;
+    double total = 0.0;
+    for (int j = 0; j < n && np < RSD_MAX_PEAKS; j++) {
+        float v = bg[j];
+        if (v < RSD_MIN_PEAK * top) continue;
+        int is_max = 1;
+        for (int d = -w; d <= w && is_max; d++) {
+            int q = j + d;
+            if (d == 0 || q < 0 || q >= n) continue;
+            if (bg[q] > v || (bg[q] == v && q < j)) is_max = 0;
+        }
+        if (!is_max) continue;
+        float ml = v, mr = v;
+        for (int d = 1; d <= wp; d++) {
+            if (j - d >= 0 && bg[j - d] < ml) ml = bg[j - d];
+            if (j + d < n && bg[j + d] < mr) mr = bg[j + d];
+        }
+        float prom = v - (ml > mr ? ml : mr);
+        if (prom < RSD_MIN_PEAK * top) continue;
+        x[np] = (float)(t->x0 + t->step * j);
+        h[np] = prom;
+        marks[np] = 0.0f;
+        total += prom;
+        np++;
+    }
+    if (np == 0) return 0.0;
+    const int ns = (t->n_scales - 1) / 2;
+    const int nz = (int)floor(RSD_MAX_SHIFT_DEG / 0.1 + 1e-9);
+    for (int c = 0; c < t->k; c++) {
+        if (!present[c] || t->n_st[c] == 0) continue;
+        double best = -1.0;
+        int bs = ns, bz = 0;
+        for (int si = 0; si < t->n_scales; si++) {
+            const float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
+            for (int zi = -nz; zi <= nz; zi++) {
+                double v = explained(x, h, np, p, t->n_st[c], 0.1 * zi, t->tol, marks, 0);
+                if (v > best) {
+                    best = v;
+                    bs = si;
+                    bz = zi;
+                }
+            }
+        }
+        if (t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW))
+            refine(t, c, x, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
+        else
+            explained(x, h, np, t->pos + t->off[c] + (int64_t)bs * t->n_st[c], t->n_st[c], 0.1 * bz,
+                      t->tol, marks, 1);
+    }
+    double ex = 0.0;
+    for (int i = 0; i < np; i++)
+        ex += marks[i] * h[i];
+    double r = 1.0 - ex / total;
+    return r < 0.0 ? 0.0 : r;
+}

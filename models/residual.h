@@ -1,0 +1,59 @@
+/* The physics residual of a classification: how much of a pattern's peak
+ * intensity the predicted phases cannot explain. Peaks are picked from the
+ * frame (SNIP background removed); each predicted phase's simulated sticks
+ * are fitted with one lattice scale (the strain range) and one zero shift,
+ * and a peak counts as explained when a stick of some predicted phase lies
+ * within a tolerance. A pattern of a phase the model does not know leaves
+ * strong peaks unexplained even when the network is confident, so the
+ * residual complements the network's energy score for the unknown flag. */
+#ifndef PID_MODELS_RESIDUAL_H
+#define PID_MODELS_RESIDUAL_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "synth/structure.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Sticks weaker than this (strongest = 100) are not used. */
+#define RSD_MIN_STICK 2.0
+/* Peaks below this fraction of the tallest background-free point are not
+ * picked (the augmentation's noise is at most 1.5 %). */
+#define RSD_MIN_PEAK 0.05
+/* A peak is explained by a stick within this distance (deg 2-theta) after
+ * the phase's fitted scale and zero shift; half a grid step is added. */
+#define RSD_TOL_DEG 0.15
+/* Zero shifts tried: -RSD_MAX_SHIFT_DEG..+RSD_MAX_SHIFT_DEG by 0.1 deg. */
+#define RSD_MAX_SHIFT_DEG 0.3
+
+/* At most this many peaks are picked (in 2-theta order). */
+#define RSD_MAX_PEAKS 256
+
+typedef struct rsd_table rsd_table;
+
+/* Sticks of k phases (structures borrowed during the call) for a 2-theta grid
+ * x_j = x0_deg + j * step_deg (j < n_points) and one or two source lines
+ * (wavelengths_a, weights; a second line with weight >= 0.3 adds its own
+ * sticks), with lattice scales 1 +- strain_max (0 <= strain_max <= 0.1) in
+ * steps of 0.001. *out is owned by the caller (rsd_destroy). */
+pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k, double x0_deg,
+                      double step_deg, int n_points, int n_lines, const double wavelengths_a[2],
+                      const double weights[2], double strain_max, pid_error *err);
+void rsd_destroy(rsd_table *t); /* accepts NULL */
+
+/* Fraction in [0, 1] of the picked peak intensity of frame[n_points] that
+ * the phases with present[c] != 0 do not explain (0 when no peak is picked).
+ * Thread-safe for distinct scratch; scratch holds rsd_scratch_floats(t)
+ * floats (caller-owned). */
+double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *present,
+                       float *scratch);
+int64_t rsd_scratch_floats(const rsd_table *t);
+int rsd_n_phases(const rsd_table *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,180 @@
+/* Unit tests for models/residual.*: on augmented single-phase patterns of
+ * the built-in library (strain, shifts, broadening, texture, background,
+ * noise) the true phase explains nearly all peak intensity; a wrong phase,
+ * or a phase outside the library (brucite, data/demo) explained by the
+ * network's usual wrong guess (spinel), leaves much of it unexplained; nothing
+ * present explains nothing; bad settings are refused. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "models/residual.h"
+#include "synth/phaselib.h"
+#include "synth/xrd_dataset.h"
+
+#define OK(x) assert_int_equal((x), PID_OK)
+#define NPT 3501
+
+static pid_phaselib *lib, *demo;
+static rsd_table *tab;
+static pid_error err;
+static const double WL[2] = {1.540562, 1.544390}, WT[2] = {1.0, 0.5};
+
+static int setup(void **state)
+{
+    (void)state;
+    char dir[512], ddir[600];
+    if (pid_phaselib_load("builtin", &lib, &err)) return -1;
+    if (pid_phaselib_builtin_dir(dir, sizeof dir, &err)) return -1;
+    snprintf(ddir, sizeof ddir, "%s/../demo", dir);
+    if (pid_phaselib_load(ddir, &demo, &err)) return -1;
+    int k = pid_phaselib_count(lib);
+    const pid_structure **ph = malloc(sizeof *ph * (size_t)k);
+    for (int i = 0; i < k; i++)
+        ph[i] = pid_phaselib_get(lib, i);
+    pid_status st = rsd_create(&tab, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err);
+    free(ph);
+    return st ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rsd_destroy(tab);
+    pid_phaselib_destroy(lib);
+    pid_phaselib_destroy(demo);
+    return 0;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void gen(const pid_phaselib *l, uint64_t seed, int n, float *x, int32_t *lab)
+{
+    pid_xrd_dataset_opts o;
+    pid_xrd_dataset_opts_default(&o);
+    o.grid.x0 = 10.0f;
+    o.grid.step = 0.02f;
+    o.grid.n_points = NPT;
+    o.seed = seed;
+    pid_xrd_gen *g = NULL;
+    OK(pid_xrd_gen_create(&g, l, &o, &err));
+    OK(pid_xrd_generate(g, 0, n, x, lab, NULL, NULL, &err));
+    pid_xrd_gen_destroy(g);
+}
+
+static void test_true_vs_wrong_phase(void **state)
+{
+    (void)state;
+    enum { N = 400 };
+    const int k = pid_phaselib_count(lib);
+    float *x = malloc(sizeof(float) * N * NPT),
+          *scr = malloc(sizeof(float) * rsd_scratch_floats(tab));
+    int32_t lab[N];
+    uint8_t *present = calloc((size_t)k, 1);
+    double rt[N], rw[N];
+    assert_non_null(x);
+    gen(lib, 77, N, x, lab);
+    for (int i = 0; i < N; i++) {
+        present[lab[i]] = 1;
+        rt[i] = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
+        present[lab[i]] = 0;
+        /* an unrelated phase: the one 41 places further in the library */
+        int w = (lab[i] + 41) % k;
+        present[w] = 1;
+        rw[i] = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
+        present[w] = 0;
+        assert_true(rt[i] >= 0.0 && rt[i] <= 1.0 && rw[i] >= 0.0 && rw[i] <= 1.0);
+    }
+    qsort(rt, N, sizeof *rt, cmp_d);
+    qsort(rw, N, sizeof *rw, cmp_d);
+    printf("  residual, true phase: median %.3f, 95th %.3f, 99th %.3f; wrong phase: 5th %.3f, "
+           "median %.3f\n",
+           rt[N / 2], rt[N * 95 / 100], rt[N * 99 / 100], rw[N / 20], rw[N / 2]);
+    assert_true(rt[N * 95 / 100] <= 0.10);
+    assert_true(rw[N / 2] >= 0.4);
+    /* nothing present: everything unexplained */
+    assert_float_equal(rsd_unexplained(tab, x, present, scr), 1.0, 1e-12);
+    free(x);
+    free(scr);
+    free(present);
+}
+
+static void test_out_of_library(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    const int k = pid_phaselib_count(lib);
+    float *x = malloc(sizeof(float) * N * NPT),
+          *scr = malloc(sizeof(float) * rsd_scratch_floats(tab));
+    int32_t lab[N];
+    uint8_t *present = calloc((size_t)k, 1);
+    double r[N], rt[N];
+    assert_non_null(x);
+    assert_non_null(scr);
+    assert_non_null(present);
+    gen(demo, 5, N, x, lab);
+    /* brucite (not in the library) against the phase a network trained on
+     * the library names for it most often: spinel LiMn2O4, whose 111 line
+     * sits on brucite's 001 (18.6 deg) */
+    int sp = pid_phaselib_index(lib, "LiMn2O4_227");
+    assert_true(sp >= 0);
+    present[sp] = 1;
+    for (int i = 0; i < N; i++)
+        r[i] = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
+    present[sp] = 0;
+    /* LiMn2O4's own patterns against LiMn2O4 */
+    float *y = malloc(sizeof(float) * N * NPT);
+    int32_t ly[N];
+    assert_non_null(y);
+    gen(lib, 6, N, y, ly);
+    int m = 0;
+    for (int i = 0; i < N; i++) {
+        present[ly[i]] = 1;
+        rt[m++] = rsd_unexplained(tab, y + (size_t)i * NPT, present, scr);
+        present[ly[i]] = 0;
+    }
+    qsort(r, N, sizeof *r, cmp_d);
+    qsort(rt, (size_t)m, sizeof *rt, cmp_d);
+    printf("  residual, brucite explained as LiMn2O4: 5th %.3f, median %.3f; library phases as "
+           "themselves: median %.3f, 90th %.3f\n",
+           r[N / 20], r[N / 2], rt[m / 2], rt[m * 9 / 10]);
+    assert_true(r[N / 2] >= 0.2);
+    assert_true(r[N / 4] > rt[m * 9 / 10]);
+    free(x);
+    free(y);
+    free(scr);
+    free(present);
+}
+
+static void test_bad_settings(void **state)
+{
+    (void)state;
+    rsd_table *t = NULL;
+    const pid_structure *ph[1] = {pid_phaselib_get(lib, 0)};
+    assert_int_equal(rsd_create(&t, ph, 0, 10, 0.02, NPT, 1, WL, WT, 0.03, &err), PID_ERR_ARG);
+    assert_int_equal(rsd_create(&t, ph, 1, 10, 0.0, NPT, 1, WL, WT, 0.03, &err), PID_ERR_ARG);
+    assert_int_equal(rsd_create(&t, ph, 1, 10, 0.02, NPT, 1, WL, WT, 0.5, &err), PID_ERR_ARG);
+    assert_int_equal(rsd_create(&t, ph, 1, NAN, 0.02, NPT, 1, WL, WT, 0.03, &err), PID_ERR_ARG);
+    assert_null(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_true_vs_wrong_phase),
+        cmocka_unit_test(test_out_of_library),
+        cmocka_unit_test(test_bad_settings),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
