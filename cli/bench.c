@@ -19,6 +19,8 @@
 #include "cli/cli.h"
 #include "kernels/backend.h"
 #include "models/classify.h"
+#include "models/modelfile.h"
+#include "models/net.h"
 #include "models/spec.h"
 #include "synth/augment.h"
 #include "synth/cif.h"
@@ -459,8 +461,11 @@ out:
 
 static void bench_classify_usage(FILE *f)
 {
-    fprintf(f, "usage: phaseid bench classify --model MODEL.h5 [--batch 1,64,4096] [--seconds S]\n"
-               "                              [--device cpu|cuda|auto] [--json FILE]\n"
+    fprintf(f, "usage: phaseid bench classify (--model MODEL.h5 | --arch SPEC [--input 1x3501]\n"
+               "                              [--classes 83]) [--batch 1,64,4096] [--seconds S]\n"
+               "                              [--threads T] [--engine infer|reference|train]\n"
+               "                              [--chunk N] [--profile] [--device cpu|cuda|auto]\n"
+               "                              [--json FILE]\n"
                "(alias: phaseid bench infer)\n"
                "\n"
                "Measure network inference throughput: frames per second through cls_run\n"
@@ -469,12 +474,26 @@ static void bench_classify_usage(FILE *f)
                "not file parsing or resampling. The frames are synthetic (smooth random peaks,\n"
                "max-normalized). One measurement per batch size; prints batch, frames/s,\n"
                "microseconds per frame, parameters and inference FLOPs per frame (from the\n"
-               "spec totals), achieved GFLOP/s and the peak resident memory (getrusage maxrss).\n"
+               "spec totals), achieved GFLOP/s, frames per CPU-second, CPU threads and the\n"
+               "peak resident memory (getrusage maxrss, cumulative over the runs).\n"
                "\n"
                "options:\n"
-               "  --model MODEL.h5        trained model file (required)\n"
+               "  --model MODEL.h5        trained model file\n"
+               "  --arch SPEC             instead of --model: a network spec with random weights\n"
+               "                          (throughput does not depend on them), on --input\n"
+               "                          (default 1x3501) with --classes outputs (default 83);\n"
+               "                          'default' is the built-in XRD spec (phaseid arch)\n"
                "  --batch B1,B2,...       batch sizes (default 1,64,4096), each 1..65536\n"
                "  --seconds S             time per batch size, 0.1..600 (default 3)\n"
+               "  --threads T             CPU threads (default 0: all online cores)\n"
+               "  --engine E              infer (default): inference net, BN folded, fused\n"
+               "                          direct kernels, batch split over the threads;\n"
+               "                          reference: the same net on the reference kernels\n"
+               "                          (im2col + BLAS); train: the training net's forward\n"
+               "                          (every activation kept, one thread), as before\n"
+               "  --chunk N               frames per CPU worker step, 1..64 (default automatic)\n"
+               "  --profile               then time each op of the net at the largest batch\n"
+               "                          and print where the time goes (infer/reference)\n"
                "  --device cpu|cuda|auto  inference backend (default auto)\n"
                "  --json FILE             also write the results as JSON\n"
                "  -h, --help              show this help\n"
@@ -543,16 +562,122 @@ typedef struct {
     long maxrss_kib;
 } benchc_result;
 
+/* --arch: write a model file of `spec` on `input` with `classes` outputs and
+ * random weights (He init from net_create) to `path`. */
+static pid_status benchc_write_model(const char *path, const char *spec_text, const char *input,
+                                     int classes, pid_error *err)
+{
+    pid_status st;
+    net_spec *s = NULL;
+    pid_backend *be = NULL;
+    net *n = NULL;
+    mf_model *m = mf_model_create();
+    if (!m) return pid_fail(err, PID_ERR_NOMEM, "out of memory");
+    if ((st = net_spec_parse(spec_text, &s, err)) ||
+        (st = net_spec_canonical(s, &m->arch_spec, err)) ||
+        (st = net_spec_parse_shape(input, &m->input, err)) ||
+        (st = net_spec_build(s, &m->input, classes, err)) ||
+        (st = pid_backend_create(&be, "cpu", 1, err)) || (st = net_create(&n, s, be, 1, 1, err)))
+        goto done;
+    net_layer_info head;
+    if ((st = net_spec_layer(s, net_spec_n_layers(s) - 1, &head, err))) goto done;
+    m->head = head.head;
+    m->head_fractions = head.fractions;
+    m->n_params = (int64_t)net_param_count(n);
+    m->n_buffers = (int64_t)net_buffer_count(n);
+    m->params = malloc(sizeof(float) * (size_t)(m->n_params ? m->n_params : 1));
+    m->buffers = m->n_buffers ? malloc(sizeof(float) * (size_t)m->n_buffers) : NULL;
+    m->n_classes = classes;
+    m->phases = calloc((size_t)classes, sizeof *m->phases);
+    m->modality = strdup("xrd");
+    m->grid.source = strdup("CuKa");
+    m->preprocessing = strdup("resample-linear; max-normalize");
+    m->unknown_score = strdup("energy");
+    m->generator = strdup("{\"bench\": \"random weights\"}");
+    m->phaseid_version = strdup(PHASEID_VERSION);
+    m->created = strdup("1970-01-01T00:00:00Z");
+    m->library = strdup("none");
+    if (!m->params || (m->n_buffers && !m->buffers) || !m->phases || !m->modality ||
+        !m->grid.source || !m->preprocessing || !m->unknown_score || !m->generator ||
+        !m->phaseid_version || !m->created || !m->library) {
+        st = pid_fail(err, PID_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < classes; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "class%d", i);
+        m->phases[i].name = strdup(name);
+        m->phases[i].formula = strdup("X");
+        m->phases[i].source = strdup("none");
+        m->phases[i].reference = strdup("none");
+        if (!m->phases[i].name || !m->phases[i].formula || !m->phases[i].source ||
+            !m->phases[i].reference) {
+            st = pid_fail(err, PID_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    int64_t len = m->input.w;
+    m->grid.axis = 0;
+    m->grid.x0 = 10.0;
+    m->grid.step = len > 1 ? 70.0 / (double)(len - 1) : 1.0;
+    m->grid.n_points = len;
+    m->grid.n_lines = 1;
+    m->grid.wavelength_a[0] = 1.540562;
+    m->grid.wavelength_weight[0] = 1.0;
+    m->normalization = MF_NORM_MAX;
+    m->temperature = 1.0;
+    m->unknown_threshold = 0.0;
+    m->unknown_auroc = 0.5;
+    if ((st = net_params(n, m->params, m->buffers, err))) goto done;
+    st = mf_save(path, m, err);
+done:
+    net_destroy(n);
+    pid_backend_destroy(be);
+    net_spec_destroy(s);
+    mf_model_destroy(m);
+    return st;
+}
+
+/* Frames per second of cls_run at batch b for `seconds` (after one warm-up call). */
+static pid_status benchc_measure(cls_classifier *c, const float *frames, int b, double seconds,
+                                 cls_results *res, benchc_result *o, pid_error *err)
+{
+    pid_status st = cls_run(c, frames, b, res, err);
+    if (st) return st;
+    int64_t done = 0;
+    double c0 = process_cpu_s();
+    double t0 = now_s(), t = t0;
+    do {
+        if ((st = cls_run(c, frames, b, res, err))) return st;
+        done += b;
+        t = now_s();
+    } while (t - t0 < seconds);
+    o->batch = b;
+    o->frames = done;
+    o->seconds = t - t0;
+    o->cpu_s = process_cpu_s() - c0;
+    o->frames_per_s = (double)done / (t - t0);
+    o->us_per_frame = 1e6 * (t - t0) / (double)done;
+    o->maxrss_kib = maxrss_kib();
+    return PID_OK;
+}
+
 static int bench_classify(int argc, char **argv)
 {
-    const char *model = NULL, *device = "auto", *json = NULL;
-    int sizes[BENCHC_MAX_SIZES] = {1, 64, 4096}, n_sizes = 3;
+    const char *model = NULL, *device = "auto", *json = NULL, *arch = NULL, *input = "1x3501";
+    const char *engine = "infer";
+    int sizes[BENCHC_MAX_SIZES] = {1, 64, 4096}, n_sizes = 3, profile = 0;
+    long threads = 0, chunk = 0, classes = 83;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             bench_classify_usage(stdout);
             return 0;
+        }
+        if (!strcmp(o, "--profile")) {
+            profile = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, PROGC ": %s: %s\n", o,
@@ -564,10 +689,16 @@ static int bench_classify(int argc, char **argv)
         errno = 0;
         if (!strcmp(o, "--model"))
             model = v;
+        else if (!strcmp(o, "--arch"))
+            arch = strcmp(v, "default") ? v : NET_SPEC_DEFAULT_XRD;
+        else if (!strcmp(o, "--input"))
+            input = v;
         else if (!strcmp(o, "--device"))
             device = v;
         else if (!strcmp(o, "--json"))
             json = v;
+        else if (!strcmp(o, "--engine"))
+            engine = v;
         else if (!strcmp(o, "--batch")) {
             if (parse_batches(v, sizes, &n_sizes)) {
                 fprintf(stderr,
@@ -582,17 +713,30 @@ static int bench_classify(int argc, char **argv)
                 fprintf(stderr, PROGC ": --seconds %s: expected 0.1..600\n", v);
                 return 2;
             }
+        } else if (!strcmp(o, "--threads") || !strcmp(o, "--chunk") || !strcmp(o, "--classes")) {
+            long val = strtol(v, &end, 10);
+            long lo = strcmp(o, "--classes") ? 0 : 1;
+            long hi = !strcmp(o, "--threads") ? 64 : !strcmp(o, "--chunk") ? 64 : 100000;
+            if (end == v || *end || errno || val < lo || val > hi) {
+                fprintf(stderr, PROGC ": %s %s: expected %ld..%ld\n", o, v, lo, hi);
+                return 2;
+            }
+            *(!strcmp(o, "--threads") ? &threads : !strcmp(o, "--chunk") ? &chunk : &classes) = val;
         } else {
             fprintf(stderr, PROGC ": unknown option %s (see --help)\n", o);
             return 2;
         }
     }
-    if (!model) {
-        fprintf(stderr, PROGC ": --model is required (see --help)\n");
+    if (!model == !arch) {
+        fprintf(stderr, PROGC ": give one of --model and --arch (see --help)\n");
         return 2;
     }
     if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto")) {
         fprintf(stderr, PROGC ": --device %s: expected cpu, cuda or auto\n", device);
+        return 2;
+    }
+    if (strcmp(engine, "infer") && strcmp(engine, "reference") && strcmp(engine, "train")) {
+        fprintf(stderr, PROGC ": --engine %s: expected infer, reference or train\n", engine);
         return 2;
     }
     int max_b = 1;
@@ -609,12 +753,37 @@ static int bench_classify(int argc, char **argv)
     FILE *jf = NULL;
     benchc_result out[BENCHC_MAX_SIZES];
     memset(out, 0, sizeof out);
+    char tmp_dir[] = "/tmp/phaseid-bench-XXXXXX", tmp_model[64] = "";
+    net_op_profile *prof = NULL;
+    size_t n_prof = 0;
+    double prof_frames = 0;
+    if (arch) {
+        if (!mkdtemp(tmp_dir)) {
+            fprintf(stderr, PROGC ": cannot create a temporary directory: %s\n", strerror(errno));
+            return 1;
+        }
+        snprintf(tmp_model, sizeof tmp_model, "%s/arch.h5", tmp_dir);
+        if (benchc_write_model(tmp_model, arch, input, (int)classes, &err)) {
+            fprintf(stderr, PROGC ": --arch: %s\n", err.msg);
+            goto out;
+        }
+        model = tmp_model;
+    }
     long rss0 = maxrss_kib();
 
-    if (cls_open(&c, model, device, max_b, &err)) {
+    cls_options co;
+    memset(&co, 0, sizeof co);
+    co.device = device;
+    co.max_batch = max_b;
+    co.n_threads = (int)threads;
+    co.chunk = (int)chunk;
+    co.reference = !strcmp(engine, "reference");
+    co.training_net = !strcmp(engine, "train");
+    if (cls_open_opts(&c, model, &co, &err)) {
         fprintf(stderr, PROGC ": %s\n", err.msg);
-        return 1;
+        goto out;
     }
+    long rss_open = maxrss_kib();
     const mf_model *m = cls_model(c);
     net_spec_totals tot;
     memset(&tot, 0, sizeof tot);
@@ -656,31 +825,34 @@ static int bench_classify(int argc, char **argv)
         fprintf(stderr, PROGC ": %s\n", err.msg);
         goto out;
     }
-    for (int k = 0; k < n_sizes; k++) {
-        int b = sizes[k];
-        /* warm-up: one call */
-        if (cls_run(c, frames, b, res, &err)) {
-            fprintf(stderr, PROGC ": batch %d: %s\n", b, err.msg);
+    for (int k = 0; k < n_sizes; k++)
+        if (benchc_measure(c, frames, sizes[k], seconds, res, &out[k], &err)) {
+            fprintf(stderr, PROGC ": batch %d: %s\n", sizes[k], err.msg);
             goto out;
         }
-        int64_t done = 0;
-        double c0 = process_cpu_s();
-        double t0 = now_s(), t = t0;
-        do {
-            if (cls_run(c, frames, b, res, &err)) {
-                fprintf(stderr, PROGC ": batch %d: %s\n", b, err.msg);
+    net *nn = cls_net(c);
+    if (profile && net_is_infer(nn)) {
+        /* Per-op times at the largest batch: a separate run, since the
+         * clock reads around every op cost a little. */
+        benchc_result pr;
+        net_profile_reset(nn, 1);
+        if (benchc_measure(c, frames, max_b, seconds, res, &pr, &err)) {
+            fprintf(stderr, PROGC ": profile: %s\n", err.msg);
+            goto out;
+        }
+        prof_frames = (double)pr.frames + max_b; /* + the warm-up call */
+        n_prof = net_profile_count(nn);
+        prof = calloc(n_prof ? n_prof : 1, sizeof *prof);
+        if (!prof) {
+            fprintf(stderr, PROGC ": out of memory\n");
+            goto out;
+        }
+        for (size_t i = 0; i < n_prof; i++)
+            if (net_profile_get(nn, i, &prof[i], &err)) {
+                fprintf(stderr, PROGC ": profile: %s\n", err.msg);
                 goto out;
             }
-            done += b;
-            t = now_s();
-        } while (t - t0 < seconds);
-        out[k].batch = b;
-        out[k].frames = done;
-        out[k].seconds = t - t0;
-        out[k].cpu_s = process_cpu_s() - c0;
-        out[k].frames_per_s = (double)done / (t - t0);
-        out[k].us_per_frame = 1e6 * (t - t0) / (double)done;
-        out[k].maxrss_kib = maxrss_kib();
+        net_profile_reset(nn, 0);
     }
 
     char cpu[256];
@@ -689,23 +861,52 @@ static int bench_classify(int argc, char **argv)
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) < 0) load[0] = -1;
     const char *dev = cls_device_name(c);
+    int nthr = cls_threads(c);
+    double net_mib = net_is_infer(nn) ? (double)net_infer_bytes(nn) / 1048576.0 : -1.0;
     char shape[64];
     net_spec_format_shape(&m->input, shape, sizeof shape);
-    printf("model %s: input %s, %lld classes, %lld params, %.3f MFLOPs/frame, device %s\n", model,
-           shape, (long long)m->n_classes, (long long)tot.params, 1e-6 * (double)tot.flops_infer,
-           dev);
-    printf("%-8s %-12s %-10s %-10s %-16s %-10s %s\n", "batch", "frames/s", "us/frame", "GFLOP/s",
-           "per CPU-second", "frames", "maxrss MiB");
+    printf("model %s: input %s, %lld classes, %lld params, %.3f MFLOPs/frame, device %s\n",
+           arch ? "(--arch, random weights)" : model, shape, (long long)m->n_classes,
+           (long long)tot.params, 1e-6 * (double)tot.flops_infer, dev);
+    printf("engine %s, %d thread%s", engine, nthr, nthr == 1 ? "" : "s");
+    if (net_is_infer(nn))
+        printf(", chunk %d frames, CPU kernels %s, network buffers %.1f MiB", net_infer_chunk(nn),
+               cls_cpu_kernels(c), net_mib);
+    printf("\n");
+    printf("%-8s %-12s %-10s %-10s %-16s %-8s %-10s %s\n", "batch", "frames/s", "us/frame",
+           "GFLOP/s", "per CPU-second", "threads", "frames", "maxrss MiB");
     for (int k = 0; k < n_sizes; k++)
-        printf("%-8d %-12.0f %-10.2f %-10.2f %-16.0f %-10lld %.1f\n", out[k].batch,
+        printf("%-8d %-12.0f %-10.2f %-10.2f %-16.0f %-8d %-10lld %.1f\n", out[k].batch,
                out[k].frames_per_s, out[k].us_per_frame,
                1e-9 * out[k].frames_per_s * (double)tot.flops_infer,
-               out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0,
+               out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0, nthr,
                (long long)out[k].frames, (double)out[k].maxrss_kib / 1024.0);
     printf("(per CPU-second = frames per second of process CPU time, user + system: robust\n"
            " to other load; CPU: %s, %ld cores online, load average %.2f; maxrss before\n"
-           " loading %.1f MiB)\n",
-           cpu, online, load[0], (double)rss0 / 1024.0);
+           " loading %.1f MiB, after opening the model %.1f MiB; the %d frames of the largest\n"
+           " batch take %.1f MiB)\n",
+           cpu, online, load[0], (double)rss0 / 1024.0, (double)rss_open / 1024.0, max_b,
+           (double)fs * max_b * sizeof(float) / 1048576.0);
+    if (prof) {
+        double tsum = 0;
+        for (size_t i = 0; i < n_prof; i++)
+            tsum += prof[i].seconds;
+        printf("\nprofile at batch %d (%d thread%s; worker time per frame, summed over threads):\n",
+               max_b, nthr, nthr == 1 ? "" : "s");
+        printf("%-4s %-56s %10s %10s %8s %10s\n", "#", "op", "MFLOP", "us/frame", "share",
+               "GFLOP/s");
+        for (size_t i = 0; i < n_prof; i++) {
+            double us = 1e6 * prof[i].seconds / prof_frames;
+            printf("%-4zu %-56.56s %10.3f %10.2f %7.1f%% %10.1f\n", i + 1, prof[i].name,
+                   1e-6 * (double)prof[i].flops, us, tsum > 0 ? 100.0 * prof[i].seconds / tsum : 0,
+                   prof[i].seconds > 0
+                       ? 1e-9 * (double)prof[i].flops * prof_frames / prof[i].seconds
+                       : 0.0);
+        }
+        printf("%-4s %-56s %10.3f %10.2f %7.1f%% %10.1f\n", "", "total",
+               1e-6 * (double)tot.flops_infer, 1e6 * tsum / prof_frames, 100.0,
+               tsum > 0 ? 1e-9 * (double)tot.flops_infer * prof_frames / tsum : 0.0);
+    }
     if (json) {
         jf = fopen(json, "w");
         if (!jf) {
@@ -716,32 +917,46 @@ static int bench_classify(int argc, char **argv)
                 "{\n  \"benchmark\": \"xrd_inference_throughput\",\n  \"phaseid_version\": "
                 "\"%s\",\n  \"model\": \"",
                 PHASEID_VERSION);
-        json_escaped(jf, model);
+        json_escaped(jf, arch ? "(--arch, random weights)" : model);
         fprintf(jf, "\",\n  \"arch_spec\": \"");
         json_escaped(jf, m->arch_spec);
         fprintf(jf,
                 "\",\n  \"input\": \"%s\",\n  \"n_classes\": %lld,\n  \"params\": %lld,\n"
-                "  \"flops_per_frame\": %lld,\n  \"device\": \"%s\",\n  \"cpu_model\": \"",
+                "  \"flops_per_frame\": %lld,\n  \"device\": \"%s\",\n  \"engine\": \"%s\",\n"
+                "  \"threads\": %d,\n  \"chunk\": %d,\n  \"cpu_kernels\": \"%s\",\n"
+                "  \"network_bytes\": %lld,\n  \"cpu_model\": \"",
                 shape, (long long)m->n_classes, (long long)tot.params, (long long)tot.flops_infer,
-                dev);
+                dev, engine, nthr, net_infer_chunk(nn), cls_cpu_kernels(c),
+                net_is_infer(nn) ? (long long)net_infer_bytes(nn) : -1LL);
         json_escaped(jf, cpu);
         fprintf(jf,
                 "\",\n  \"cores_online\": %ld,\n  \"load_average_1min\": %.2f,\n"
                 "  \"seconds_per_run\": %g,\n  \"maxrss_kib_before_model\": %ld,\n"
-                "  \"results\": [",
-                online, load[0], seconds, rss0);
+                "  \"maxrss_kib_after_open\": %ld,\n  \"results\": [",
+                online, load[0], seconds, rss0, rss_open);
         for (int k = 0; k < n_sizes; k++)
             fprintf(jf,
                     "%s\n    {\"batch\": %d, \"frames_per_s\": %.1f, \"us_per_frame\": %.3f, "
                     "\"gflops_per_s\": %.3f, \"frames\": %lld, \"seconds\": %.3f, "
                     "\"cpu_seconds\": %.3f, \"frames_per_cpu_second\": %.1f, "
-                    "\"maxrss_kib\": %ld}",
+                    "\"threads\": %d, \"maxrss_kib\": %ld}",
                     k ? "," : "", out[k].batch, out[k].frames_per_s, out[k].us_per_frame,
                     1e-9 * out[k].frames_per_s * (double)tot.flops_infer, (long long)out[k].frames,
                     out[k].seconds, out[k].cpu_s,
-                    out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0,
+                    out[k].cpu_s > 0 ? (double)out[k].frames / out[k].cpu_s : 0.0, nthr,
                     out[k].maxrss_kib);
-        fprintf(jf, "\n  ]\n}\n");
+        fprintf(jf, "\n  ]");
+        if (prof) {
+            fprintf(jf, ",\n  \"profile_batch\": %d,\n  \"profile\": [", max_b);
+            for (size_t i = 0; i < n_prof; i++) {
+                fprintf(jf, "%s\n    {\"op\": \"", i ? "," : "");
+                json_escaped(jf, prof[i].name);
+                fprintf(jf, "\", \"flops_per_frame\": %lld, \"us_per_frame\": %.3f}",
+                        (long long)prof[i].flops, 1e6 * prof[i].seconds / prof_frames);
+            }
+            fprintf(jf, "\n  ]");
+        }
+        fprintf(jf, "\n}\n");
         if (fclose(jf)) {
             jf = NULL;
             fprintf(stderr, PROGC ": --json %s: write failed\n", json);
@@ -753,9 +968,14 @@ static int bench_classify(int argc, char **argv)
 out:
     if (jf) fclose(jf);
     free(frames);
+    free(prof);
     cls_results_destroy(res);
     net_spec_destroy(spec);
     cls_close(c);
+    if (tmp_model[0]) {
+        unlink(tmp_model);
+        rmdir(tmp_dir);
+    }
     return rc;
 }
 

@@ -33,6 +33,16 @@ pid_status pid_cuda_sync_impl(pid_backend *be, pid_error *err)
 }
 #endif
 
+/* The best vector level this CPU supports (and the compiler can target). */
+static pid_cpu_isa detect_cpu_isa(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (__builtin_cpu_supports("avx512f")) return PID_CPU_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PID_CPU_ISA_AVX2;
+#endif
+    return PID_CPU_ISA_GENERIC;
+}
+
 int pid_backend_cuda_built(void)
 {
 #ifdef PHASEID_HAVE_CUDA
@@ -72,6 +82,7 @@ pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads
     if (online < 1) online = 1;
     be->n_threads = (n_threads > 0 && n_threads < online) ? n_threads : (int)online;
     be->kind = use_cuda ? PID_DEVICE_CUDA : PID_DEVICE_CPU;
+    be->cpu_isa = detect_cpu_isa();
     if (use_cuda) {
         pid_status st = pid_cuda_init_impl(be, err);
         if (st) {
@@ -110,6 +121,23 @@ const char *pid_backend_device_desc(const pid_backend *be)
 int pid_backend_threads(const pid_backend *be)
 {
     return be->n_threads;
+}
+
+pid_cpu_isa pid_backend_cpu_isa(const pid_backend *be)
+{
+    return be->cpu_isa;
+}
+
+pid_cpu_isa pid_backend_set_cpu_isa(pid_backend *be, pid_cpu_isa max)
+{
+    pid_cpu_isa best = detect_cpu_isa();
+    be->cpu_isa = max < best ? max : best;
+    return be->cpu_isa;
+}
+
+const char *pid_cpu_isa_name(pid_cpu_isa isa)
+{
+    return isa == PID_CPU_ISA_AVX512 ? "avx512" : isa == PID_CPU_ISA_AVX2 ? "avx2" : "generic";
 }
 
 pid_status pid_backend_alloc(pid_backend *be, void **ptr, size_t bytes, pid_error *err)

@@ -17,6 +17,10 @@ typedef enum { PID_DEVICE_CPU = 0, PID_DEVICE_CUDA = 1 } pid_device_kind;
 
 typedef struct pid_backend pid_backend;
 
+/* Vector instruction level the CPU kernels may use (kernels/nn_infer.c picks
+ * its micro-kernels by it): plain C, AVX2 + FMA, AVX-512F. */
+typedef enum { PID_CPU_ISA_GENERIC = 0, PID_CPU_ISA_AVX2 = 1, PID_CPU_ISA_AVX512 = 2 } pid_cpu_isa;
+
 /* Create a backend. `want` is "cpu", "cuda" or "auto" (NULL = "auto"): auto
  * picks CUDA when this build has it and cudaGetDeviceCount reports a device,
  * else the CPU. Asking for "cuda" without one fails with PID_ERR_DEVICE or
@@ -30,6 +34,15 @@ const char *pid_backend_name(const pid_backend *be); /* "cpu" or "cuda" */
 /* Human-readable device description ("CPU: 2 threads", "CUDA: NVIDIA H100 ..."). */
 const char *pid_backend_device_desc(const pid_backend *be);
 int pid_backend_threads(const pid_backend *be);
+
+/* The CPU vector level of this backend: the best this CPU supports (checked
+ * at pid_backend_create), unless capped. pid_backend_set_cpu_isa caps it at
+ * `max` (it never goes above what the CPU supports) and returns the level now
+ * in force; tests and benchmarks use it to run the narrower kernels. */
+pid_cpu_isa pid_backend_cpu_isa(const pid_backend *be);
+pid_cpu_isa pid_backend_set_cpu_isa(pid_backend *be, pid_cpu_isa max);
+/* "generic", "avx2" or "avx512". */
+const char *pid_cpu_isa_name(pid_cpu_isa isa);
 
 /* 1 if this build includes the CUDA backend; number of visible CUDA devices
  * (0 when none or not built). */

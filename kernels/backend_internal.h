@@ -12,6 +12,7 @@ extern "C" {
 struct pid_backend {
     pid_device_kind kind;
     int n_threads;
+    pid_cpu_isa cpu_isa; /* CPU kernels' vector level (detected, may be capped) */
     int cuda_device;
     void *stream; /* cudaStream_t */
     void *cublas; /* cublasHandle_t */

@@ -1,7 +1,8 @@
 /* Neural-network operations of the compute backend: dense, convolution
  * (1-D/2-D via im2col + GEMM), pooling, activations, dropout, batch norm,
- * losses and AdamW. Each op has a CPU reference (nn_*.c) and a CUDA twin
- * (nn_*.cu, name suffix _cuda) with the same signature.
+ * losses and AdamW, and fused forward-only ops for inference. Each op has a
+ * CPU reference (nn_*.c) and a CUDA twin (nn_*.cu, name suffix _cuda) with
+ * the same signature.
  *
  * Common contract for every function below:
  *  - `be` selects the implementation (pid_backend_kind); every tensor pointer
@@ -201,6 +202,46 @@ pid_status k_nn_batchnorm_fold(pid_backend *be, float *w, float *b, const float 
                                const float *running_var, float eps, int c_out, int k,
                                pid_error *err);
 
+/* ------------------------------------------------- fused inference ops
+ * Forward-only ops for inference networks (models/net.h, net_create_infer):
+ * a layer with its bias, activation and pooling applied in one pass. The
+ * CPU versions are direct kernels (no im2col, no BLAS) with AVX-512 / AVX2
+ * micro-kernels chosen by pid_backend_cpu_isa, single-threaded, so callers
+ * may run them from several threads at once on disjoint data. */
+
+typedef enum { K_NN_ACT_NONE = 0, K_NN_ACT_RELU = 1, K_NN_ACT_GELU = 2 } k_nn_act;
+
+/* Pool value of k_nn_conv_forward_fused for a global average over all
+ * output positions (the gpool layer). */
+#define K_NN_POOL_GLOBAL_AVG 0
+
+/* Floats of `work` k_nn_conv_forward_fused needs for shape s (any s->n) and
+ * its `pool`: packed weights, one frame's zero-padded input split by stride
+ * phase, one block of output rows, row pointers and the averaging sums. 0 for
+ * an invalid shape or pool. */
+size_t k_nn_conv_fused_work_floats(const k_nn_conv *s, int pool);
+/* y = pool(act(conv(x, w) + b + residual)): the convolution of
+ * k_nn_conv_forward (same x, w, b layouts; b may be NULL), plus `residual`
+ * (NULL or a tensor of the convolution's output shape [n, c_out, h_out,
+ * w_out], the skip input of a residual block; it must not overlap y), then
+ * the activation, then
+ *   pool = 1: nothing, y[n, c_out, h_out, w_out];
+ *   pool > 1 (1-D shapes only: h_in = k_h = 1): non-overlapping max pooling
+ *     of `pool` neighbours along w (window = stride = pool, the tail dropped
+ *     like k_nn_maxpool_forward), y[n, c_out, 1, w_out / pool];
+ *   pool = K_NN_POOL_GLOBAL_AVG: the mean over all h_out w_out positions
+ *     (k_nn_global_avgpool_forward, summed in double), y[n, c_out].
+ * work: caller-owned scratch of k_nn_conv_fused_work_floats(s, pool) floats,
+ * aligned as malloc returns it (the CUDA twin does not touch it). The sums
+ * run in a different order than k_nn_conv_forward's GEMM: equal within float
+ * rounding, not bit for bit. */
+pid_status k_nn_conv_forward_fused(pid_backend *be, const k_nn_conv *s, const float *x,
+                                   const float *w, const float *b, const float *residual,
+                                   k_nn_act act, int pool, float *y, float *work, pid_error *err);
+/* y[n,out] = act(x[n,in] W[out,in]^T + b[out]); b may be NULL. No scratch. */
+pid_status k_nn_dense_forward_fused(pid_backend *be, const float *x, const float *w, const float *b,
+                                    k_nn_act act, float *y, int n, int in, int out, pid_error *err);
+
 /* ------------------------------------ math shared by the CPU and CUDA twins */
 
 #define K_NN_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -363,6 +404,13 @@ pid_status k_nn_batchnorm_fold_cuda(pid_backend *be, float *w, float *b, const f
                                     const float *beta, const float *running_mean,
                                     const float *running_var, float eps, int c_out, int k,
                                     pid_error *err);
+pid_status k_nn_conv_forward_fused_cuda(pid_backend *be, const k_nn_conv *s, const float *x,
+                                        const float *w, const float *b, const float *residual,
+                                        k_nn_act act, int pool, float *y, float *work,
+                                        pid_error *err);
+pid_status k_nn_dense_forward_fused_cuda(pid_backend *be, const float *x, const float *w,
+                                         const float *b, k_nn_act act, float *y, int n, int in,
+                                         int out, pid_error *err);
 
 #ifdef __cplusplus
 }

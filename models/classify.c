@@ -32,8 +32,22 @@ struct cls_classifier {
 pid_status cls_open(cls_classifier **out, const char *model_path, const char *device, int max_batch,
                     pid_error *err)
 {
+    cls_options o;
+    memset(&o, 0, sizeof o);
+    o.device = device;
+    o.max_batch = max_batch;
+    return cls_open_opts(out, model_path, &o, err);
+}
+
+pid_status cls_open_opts(cls_classifier **out, const char *model_path, const cls_options *opts,
+                         pid_error *err)
+{
     *out = NULL;
+    if (!opts) return pid_fail(err, PID_ERR_ARG, "classify: NULL options");
+    const int max_batch = opts->max_batch;
     if (max_batch < 1) return pid_fail(err, PID_ERR_ARG, "classify: max_batch %d < 1", max_batch);
+    if (opts->n_threads < 0)
+        return pid_fail(err, PID_ERR_ARG, "classify: n_threads %d < 0", opts->n_threads);
     cls_classifier *c = calloc(1, sizeof *c);
     if (!c) return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
     pid_status st = mf_load(model_path, &c->model, err);
@@ -44,9 +58,20 @@ pid_status cls_open(cls_classifier **out, const char *model_path, const char *de
         pid_error_prefix(err, "%s: ", model_path);
         goto fail;
     }
-    if ((st = pid_backend_create(&c->be, device ? device : "auto", 0, err))) goto fail;
-    if ((st = net_create(&c->net, c->spec, c->be, max_batch, 0, err)) ||
-        (st = net_set_params(c->net, m->params, m->buffers, err))) {
+    if ((st = pid_backend_create(&c->be, opts->device ? opts->device : "auto",
+                                 opts->training_net ? 1 : opts->n_threads, err)))
+        goto fail;
+    if (opts->training_net) {
+        st = net_create(&c->net, c->spec, c->be, max_batch, 0, err);
+        if (!st) st = net_set_params(c->net, m->params, m->buffers, err);
+    } else {
+        net_infer_opts io;
+        memset(&io, 0, sizeof io);
+        io.chunk = opts->chunk;
+        io.reference = opts->reference;
+        st = net_create_infer(&c->net, c->spec, c->be, max_batch, m->params, m->buffers, &io, err);
+    }
+    if (st) {
         pid_error_prefix(err, "%s: ", model_path);
         goto fail;
     }
@@ -91,6 +116,19 @@ int64_t cls_frame_size(const cls_classifier *c)
 const char *cls_device_name(const cls_classifier *c)
 {
     return pid_backend_name(c->be);
+}
+net *cls_net(cls_classifier *c)
+{
+    return c->net;
+}
+int cls_threads(const cls_classifier *c)
+{
+    return net_is_infer(c->net) ? net_infer_threads(c->net) : 1;
+}
+const char *cls_cpu_kernels(const cls_classifier *c)
+{
+    if (pid_backend_kind(c->be) != PID_DEVICE_CPU) return "cuda";
+    return pid_cpu_isa_name(pid_backend_cpu_isa(c->be));
 }
 
 /* ------------------------------------------------------------ preprocessing */
@@ -344,11 +382,17 @@ pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *r
     results->n = 0;
     for (int f0 = 0; f0 < n; f0 += c->max_batch) {
         int b = n - f0 < c->max_batch ? n - f0 : c->max_batch;
-        float *x = net_input_buffer(c->net);
-        pid_status st;
-        if ((st = pid_backend_upload(c->be, x, frames + (size_t)f0 * fs,
-                                     (size_t)b * fs * sizeof(float), err)) ||
-            (st = net_forward(c->net, x, b, 0, err)) ||
+        pid_status st = PID_OK;
+        /* The CPU backend's memory is host memory: the frames go in as they are. */
+        const float *x = frames + (size_t)f0 * fs;
+        if (pid_backend_kind(c->be) != PID_DEVICE_CPU) {
+            float *stage = net_input_buffer(c->net);
+            if (!stage) return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
+            if ((st = pid_backend_upload(c->be, stage, x, (size_t)b * fs * sizeof(float), err)))
+                return st;
+            x = stage;
+        }
+        if ((st = net_forward(c->net, x, b, 0, err)) ||
             (st = pid_backend_download(c->be, c->logits, net_logits(c->net),
                                        (size_t)b * (size_t)k * sizeof(float), err)))
             return st;

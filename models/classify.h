@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "models/modelfile.h"
+#include "models/net.h"
 #include "synth/xy.h"
 
 #ifdef __cplusplus
@@ -50,17 +51,45 @@ typedef struct {
 } cls_results;
 
 /* Load the model file at `model_path` (mf_load: every field validated), build
- * its spec on the input shape and class count, create the network on backend
+ * its spec on the input shape and class count, create the inference network
+ * (net_create_infer, all online cores) with the model's weights on backend
  * `device` ("cpu", "cuda", "auto"; NULL = "auto") for batches up to max_batch
- * (>= 1) and load its weights. On success *out is owned by the caller
+ * (>= 1). On success *out is owned by the caller
  * (cls_close); on failure *out is NULL, nothing leaks, and err names the file
  * and the problem (status from mf_load, net_spec_*, pid_backend_create,
- * net_create). */
+ * net_create_infer). */
 pid_status cls_open(cls_classifier **out, const char *model_path, const char *device, int max_batch,
                     pid_error *err);
 
+/* cls_open with more choices; zero fields take the defaults. */
+typedef struct {
+    const char *device; /* "cpu", "cuda", "auto"; NULL = "auto" */
+    int max_batch;      /* >= 1 */
+    int n_threads;      /* CPU worker threads (0 = all online cores; capped at them) */
+    int chunk;          /* frames per CPU worker step (0 = automatic; net_infer_opts) */
+    int reference;      /* 1: inference net on the reference kernels (net_infer_opts) */
+    int training_net;   /* 1: a training net (net_create: every layer's output and gradient
+                         * kept, BN not folded, one thread) run with training = 0, the
+                         * engine before inference nets; for comparisons and tests */
+} cls_options;
+
+/* Like cls_open; by default the network is an inference net
+ * (net_create_infer: BN folded, fused kernels, the batch split over the
+ * backend's threads, memory independent of max_batch). */
+pid_status cls_open_opts(cls_classifier **out, const char *model_path, const cls_options *opts,
+                         pid_error *err);
+
 /* Free everything; accepts NULL. */
 void cls_close(cls_classifier *c);
+
+/* The network (owned by c, valid until cls_close; for net_profile_* and
+ * net_infer_*), and the CPU threads inference runs on (1 for a training net
+ * or CUDA). */
+net *cls_net(cls_classifier *c);
+int cls_threads(const cls_classifier *c);
+/* The vector level of the CPU kernels ("avx512", "avx2", "generic"; "cuda"
+ * on a CUDA backend). */
+const char *cls_cpu_kernels(const cls_classifier *c);
 
 /* The loaded model (owned by c, valid until cls_close); values per frame
  * (the input shape's count); the backend's name ("cpu" / "cuda"). */
@@ -102,7 +131,9 @@ void cls_results_destroy(cls_results *r);
 /* Classify n frames (host memory, n x cls_frame_size floats, prepared by
  * cls_prepare_*; n <= results->capacity), in batches of the max_batch given
  * to cls_open, with inference-mode forwards (BN running stats, no dropout).
- * Fills results rows 0..n-1 and sets results->n = n. */
+ * Fills results rows 0..n-1 and sets results->n = n. Not for concurrent
+ * calls on one classifier (it owns one network); on the CPU each call uses
+ * the classifier's threads. */
 pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *results,
                    pid_error *err);
 

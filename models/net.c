@@ -4,8 +4,12 @@
 #include "models/net.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/rng.h"
 #include "kernels/nn.h"
@@ -28,9 +32,13 @@ typedef struct {
     int32_t *argmax;              /* max pools, int workspace */
 } net_layer_rt;
 
+typedef struct net_infer net_infer;
+
 struct net {
     pid_backend *be; /* borrowed */
     int max_batch;
+    int plan_batch; /* frames per kernel call, for the int32 size checks */
+    net_infer *inf; /* inference-only nets (net_create_infer); NULL when training */
     uint64_t seed;
     size_t n_layers;
     net_layer_rt *ly; /* host, owned */
@@ -175,10 +183,10 @@ static pid_status plan_layers(net *n, const net_spec *spec, pid_error *err)
         r->out_count = net_spec_shape_count(&L->out);
         r->drop_seed = pid_rng_mix(n->seed, (uint64_t)i + 1);
         if (r->in_count > INT32_MAX / 4 || r->out_count > INT32_MAX / 4 ||
-            r->out_count * n->max_batch > INT32_MAX)
+            r->out_count * n->plan_batch > INT32_MAX)
             return pid_fail(err, PID_ERR_UNSUPPORTED,
-                            "net: layer %zu (%s): tensor too large for max_batch %d", i, L->text,
-                            n->max_batch);
+                            "net: layer %zu (%s): tensor too large for batches of %d", i, L->text,
+                            n->plan_batch);
         switch (L->kind) {
         case NET_CONV1D:
         case NET_CONV2D: {
@@ -385,23 +393,26 @@ static pid_status upload_zeros(net *n, float *dst, size_t count, const float *z,
     return pid_backend_upload(n->be, dst, z, sizeof(float) * count, err);
 }
 
-pid_status net_create(net **out, const net_spec *spec, pid_backend *be, int max_batch,
-                      uint64_t seed, pid_error *err)
+/* The part of creation both kinds of net share: the host arrays, the layer
+ * plan and parameter layout. plan_batch: frames per kernel call. On failure
+ * *out is NULL and everything is freed. */
+static pid_status net_create_base(net **out, const net_spec *spec, pid_backend *be, int max_batch,
+                                  int plan_batch, uint64_t seed, const char *who, pid_error *err)
 {
     pid_status st = PID_OK;
     net *n = NULL;
-    float *hp = NULL, *hb = NULL, *hz = NULL;
     net_spec_totals tot;
     if (out) *out = NULL;
-    if (!out || !spec || !be) return pid_fail(err, PID_ERR_ARG, "net_create: NULL argument");
-    if (max_batch < 1) return pid_fail(err, PID_ERR_ARG, "net_create: max_batch must be >= 1");
+    if (!out || !spec || !be) return pid_fail(err, PID_ERR_ARG, "%s: NULL argument", who);
+    if (max_batch < 1) return pid_fail(err, PID_ERR_ARG, "%s: max_batch must be >= 1", who);
     if (!net_spec_is_built(spec))
-        return pid_fail(err, PID_ERR_ARG, "net_create: the spec is not built (net_spec_build)");
+        return pid_fail(err, PID_ERR_ARG, "%s: the spec is not built (net_spec_build)", who);
     if ((st = net_spec_totals_get(spec, &tot, err))) return st;
     n = calloc(1, sizeof *n);
-    if (!n) return pid_fail(err, PID_ERR_NOMEM, "net_create: out of memory");
+    if (!n) return pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
     n->be = be;
     n->max_batch = max_batch;
+    n->plan_batch = plan_batch;
     n->seed = seed;
     n->n_classes = tot.n_classes;
     n->n_layers = net_spec_n_layers(spec);
@@ -414,11 +425,11 @@ pid_status net_create(net **out, const net_spec *spec, pid_backend *be, int max_
     n->gset = calloc(n->n_layers + 1, sizeof *n->gset);
     n->host_loss = calloc((size_t)max_batch, sizeof(float));
     if (!n->ly || !n->act || !n->grad || !n->tcount || !n->gset || !n->host_loss) {
-        st = pid_fail(err, PID_ERR_NOMEM, "net_create: out of memory");
+        st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
         goto fail;
     }
     if (n->n_layers == 0) {
-        st = pid_fail(err, PID_ERR_ARG, "net_create: empty spec");
+        st = pid_fail(err, PID_ERR_ARG, "%s: empty spec", who);
         goto fail;
     }
     {
@@ -429,11 +440,27 @@ pid_status net_create(net **out, const net_spec *spec, pid_backend *be, int max_
     if ((st = plan_layers(n, spec, err))) goto fail;
     if ((int64_t)n->n_params != tot.params || (int64_t)n->n_bufs != tot.buffers) {
         st = pid_fail(err, PID_ERR_INTERNAL,
-                      "net_create: parameter layout (%zu + %zu buffers) disagrees with the spec "
+                      "%s: parameter layout (%zu + %zu buffers) disagrees with the spec "
                       "(%lld + %lld)",
-                      n->n_params, n->n_bufs, (long long)tot.params, (long long)tot.buffers);
+                      who, n->n_params, n->n_bufs, (long long)tot.params, (long long)tot.buffers);
         goto fail;
     }
+    *out = n;
+    return PID_OK;
+fail:
+    net_destroy(n);
+    return st;
+}
+
+pid_status net_create(net **out, const net_spec *spec, pid_backend *be, int max_batch,
+                      uint64_t seed, pid_error *err)
+{
+    net *n = NULL;
+    float *hp = NULL, *hb = NULL, *hz = NULL;
+    if (out) *out = NULL;
+    if (!out) return pid_fail(err, PID_ERR_ARG, "net_create: NULL argument");
+    pid_status st = net_create_base(&n, spec, be, max_batch, max_batch, seed, "net_create", err);
+    if (st) return st;
     size_t nf = 0, ni = 0;
     layout_ws(n, NULL, NULL, &nf, &ni);
     size_t np = n->n_params ? n->n_params : 1, nb = n->n_bufs ? n->n_bufs : 1;
@@ -478,9 +505,13 @@ fail:
     return st;
 }
 
+static void infer_free(net *n);
+static pid_status infer_forward(net *n, const float *x, int batch, pid_error *err);
+
 void net_destroy(net *n)
 {
     if (!n) return;
+    infer_free(n);
     if (n->be) {
         pid_backend_free(n->be, n->params);
         pid_backend_free(n->be, n->grads);
@@ -591,6 +622,12 @@ pid_status net_forward(net *n, const float *x, int batch, int training, pid_erro
     if (batch < 1 || batch > n->max_batch)
         return pid_fail(err, PID_ERR_ARG, "net_forward: batch %d outside 1..max_batch %d", batch,
                         n->max_batch);
+    if (n->inf) {
+        if (training)
+            return pid_fail(err, PID_ERR_UNSUPPORTED,
+                            "net_forward: an inference net cannot run a training forward");
+        return infer_forward(n, x, batch, err);
+    }
     n->last_batch = -1;
     n->act[0] = (float *)x; /* borrowed for this call and the next backward */
     if (training) n->fwd_count++;
@@ -731,6 +768,10 @@ pid_status net_loss_backward(net *n, const net_targets *t, int batch, double *lo
     pid_status st;
     double l_main = 0.0, l_frac = 0.0;
     if (!n || !t) return pid_fail(err, PID_ERR_ARG, "net_loss_backward: NULL argument");
+    if (n->inf)
+        return pid_fail(err, PID_ERR_UNSUPPORTED,
+                        "net_loss_backward: an inference net has no "
+                        "gradients");
     if (batch < 1 || batch > n->max_batch)
         return pid_fail(err, PID_ERR_ARG, "net_loss_backward: batch %d outside 1..max_batch %d",
                         batch, n->max_batch);
@@ -786,6 +827,8 @@ pid_status net_loss_backward(net *n, const net_targets *t, int batch, double *lo
 pid_status net_step(net *n, float lr, float weight_decay, pid_error *err)
 {
     if (!n) return pid_fail(err, PID_ERR_ARG, "net_step: NULL net");
+    if (n->inf)
+        return pid_fail(err, PID_ERR_UNSUPPORTED, "net_step: an inference net has no optimizer");
     if (!(lr >= 0.0f) || !(weight_decay >= 0.0f) || !isfinite(lr) || !isfinite(weight_decay))
         return pid_fail(err, PID_ERR_ARG, "net_step: lr and weight_decay must be finite, >= 0");
     k_nn_adamw hp = {lr, 0.9f, 0.999f, 1e-8f, weight_decay};
@@ -799,6 +842,732 @@ pid_status net_step(net *n, float lr, float weight_decay, pid_error *err)
         st = k_nn_adamw_step(n->be, &hp, n->t_step, n->params + n->n_decay, n->grads + n->n_decay,
                              n->m + n->n_decay, n->v + n->n_decay, n->n_params - n->n_decay, err);
     return st;
+}
+
+/* ------------------------------------------------------------ inference */
+
+/* Inference nets run a list of ops, each one layer with what follows it
+ * fused in (folded BN, residual add, activation, pooling), over tensors that
+ * live in a few per-worker slots reused along the net. */
+
+#define NET_INFER_MAX_CHUNK 64
+#define NET_INFER_MAX_THREADS 64
+/* Automatic chunk: frames whose slot buffers fit in about this many bytes
+ * (an L2-sized working set per worker). */
+#define NET_INFER_CHUNK_BYTES (1u << 20)
+
+typedef enum {
+    IOP_CONV,
+    IOP_DENSE,
+    IOP_HEAD,
+    IOP_MAXPOOL,
+    IOP_AVGPOOL,
+    IOP_GPOOL,
+    IOP_ACT,
+    IOP_BN,
+    IOP_ADD
+} net_iop_kind;
+
+typedef struct {
+    net_iop_kind kind;
+    int in_t, out_t, skip_t;          /* tensors (0 = network input; out_t -1 = the logits;
+                                       * skip_t: ADD, or CONV with a fused residual add; -1) */
+    int in_slot, out_slot, skip_slot; /* worker slots (-1: the network input / the logits) */
+    int64_t in_count, out_count;      /* floats per frame */
+    int64_t conv_out;                 /* CONV: floats per frame before the fused pool */
+    k_nn_conv cs;                     /* CONV; ADD with a 1x1 conv projection (n set per call) */
+    k_nn_pool ps;                     /* MAXPOOL / AVGPOOL (n set per call) */
+    k_nn_act act;
+    int pool;      /* CONV: fused max pool width, 1 none, K_NN_POOL_GLOBAL_AVG gpool */
+    int proj;      /* ADD: 0 identity skip, 1 1x1 conv, 2 dense */
+    int din, dout; /* DENSE, HEAD, dense projection */
+    int c, l;      /* BN, GPOOL: channels and positions */
+    int fractions; /* HEAD */
+    int fold;      /* CONV / DENSE: layer index of the folded BN, -1 none */
+    size_t w_off, b_off, w2_off, b2_off, buf_off; /* into params (folded) / bufs */
+    int64_t flops;                                /* per frame */
+    char name[192];
+} net_iop;
+
+/* One worker's buffers: pointers into the arena (backend memory). */
+typedef struct {
+    float **slot;    /* host array [n_slots] */
+    float *work;     /* conv scratch */
+    float *pre;      /* reference path: conv output before its pool */
+    int32_t *argmax; /* max pool indices (k_nn_maxpool_forward writes them; unused) */
+    double *op_s;    /* host [n_ops]: profile seconds */
+} net_worker;
+
+struct net_infer {
+    net_iop *ops; /* host, owned */
+    size_t n_ops;
+    int n_slots;
+    int64_t *slot_count; /* floats per frame of each slot */
+    int n_workers, chunk, reference, profile;
+    net_worker *wk;
+    float *arena;    /* one backend allocation: logits, fraction logits, worker buffers */
+    int32_t *iarena; /* one backend allocation: argmax scratch of every worker */
+    float *logits, *frac_logits;
+    float *input_buf; /* staging, allocated on first net_input_buffer (CPU) */
+    size_t bytes;
+};
+
+static void infer_free(net *n)
+{
+    net_infer *I = n->inf;
+    if (!I) return;
+    if (n->be) {
+        pid_backend_free(n->be, I->arena);
+        pid_backend_free(n->be, I->iarena);
+        pid_backend_free(n->be, I->input_buf);
+    }
+    if (I->wk)
+        for (int w = 0; w < I->n_workers; w++) {
+            free(I->wk[w].slot);
+            free(I->wk[w].op_s);
+        }
+    free(I->wk);
+    free(I->ops);
+    free(I->slot_count);
+    free(I);
+    n->inf = NULL;
+}
+
+static void iop_name_add(net_iop *op, const char *text)
+{
+    size_t len = strlen(op->name);
+    if (len + 1 >= sizeof op->name) return;
+    snprintf(op->name + len, sizeof op->name - len, "%s%s", len ? "+" : "", text);
+}
+
+static int is_act(net_layer_kind k)
+{
+    return k == NET_RELU || k == NET_GELU;
+}
+
+/* The op list: one op per layer that computes something, with a following
+ * BN folded into a conv/dense, the identity-skip add of a residual block
+ * that the conv ends taken into the conv's epilogue, an activation fused
+ * into conv/dense/add, and a max pool with window = stride (1-D) or a global
+ * average pool fused into a conv. Layers are adjacent here only when one
+ * consumes the other's output and nothing else does (a residual skip starts
+ * at a "res(" between them). */
+static pid_status infer_plan_ops(net *n, pid_error *err)
+{
+    net_infer *I = n->inf;
+    int stack[NET_SPEC_MAX_DEPTH + 1], ns = 0, cur = 0, next_t = 1;
+    const size_t nl = n->n_layers;
+    I->ops = calloc(nl, sizeof *I->ops);
+    if (!I->ops) return pid_fail(err, PID_ERR_NOMEM, "net_create_infer: out of memory");
+    for (size_t i = 0; i < nl;) {
+        const net_layer_rt *r = &n->ly[i];
+        const net_layer_info *L = &r->L;
+        if (L->kind == NET_FLATTEN || L->kind == NET_DROPOUT) { /* same values at inference */
+            i++;
+            continue;
+        }
+        if (L->kind == NET_RES_BEGIN) {
+            if (ns > NET_SPEC_MAX_DEPTH)
+                return pid_fail(err, PID_ERR_INTERNAL, "net: residual nesting too deep");
+            stack[ns++] = cur;
+            i++;
+            continue;
+        }
+        net_iop *op = &I->ops[I->n_ops++];
+        memset(op, 0, sizeof *op);
+        op->in_t = cur;
+        op->out_t = next_t++;
+        op->skip_t = -1;
+        op->in_count = r->in_count;
+        op->fold = -1;
+        op->pool = 1;
+        op->act = K_NN_ACT_NONE;
+        size_t last = i;
+        switch (L->kind) {
+        case NET_CONV1D:
+        case NET_CONV2D:
+        case NET_DENSE:
+            op->kind = L->kind == NET_DENSE ? IOP_DENSE : IOP_CONV;
+            op->w_off = r->w_off;
+            op->b_off = r->b_off;
+            if (op->kind == IOP_CONV) {
+                op->cs = conv_shape(r, 1, 0);
+                op->conv_out = r->out_count;
+            } else {
+                op->din = (int)r->in_count;
+                op->dout = (int)L->units;
+            }
+            if (last + 1 < nl && n->ly[last + 1].L.kind == NET_BN) op->fold = (int)++last;
+            /* A conv ending a residual block with an identity skip: the add
+             * happens in the conv's epilogue, before the activation. */
+            if (op->kind == IOP_CONV && last + 1 < nl && n->ly[last + 1].L.kind == NET_RES_END &&
+                !n->ly[last + 1].L.projection) {
+                if (ns <= 0)
+                    return pid_fail(err, PID_ERR_INTERNAL, "net: unbalanced residual block");
+                op->skip_t = stack[--ns];
+                last++;
+            }
+            if (last + 1 < nl && is_act(n->ly[last + 1].L.kind)) {
+                last++;
+                op->act = n->ly[last].L.kind == NET_RELU ? K_NN_ACT_RELU : K_NN_ACT_GELU;
+            }
+            if (L->kind == NET_CONV1D && last + 1 < nl && n->ly[last + 1].L.kind == NET_MAXPOOL1D &&
+                n->ly[last + 1].L.kernel == n->ly[last + 1].L.stride &&
+                n->ly[last + 1].L.kernel > 1) {
+                last++;
+                op->pool = n->ly[last].L.kernel;
+            } else if (op->kind == IOP_CONV && last + 1 < nl &&
+                       n->ly[last + 1].L.kind == NET_GPOOL) {
+                last++;
+                op->pool = K_NN_POOL_GLOBAL_AVG;
+            }
+            break;
+        case NET_HEAD:
+            op->kind = IOP_HEAD;
+            op->w_off = r->w_off;
+            op->b_off = r->b_off;
+            op->w2_off = r->w2_off;
+            op->b2_off = r->b2_off;
+            op->din = (int)r->in_count;
+            op->dout = (int)n->n_classes;
+            op->fractions = L->fractions;
+            op->out_t = -1;
+            break;
+        case NET_MAXPOOL1D:
+        case NET_MAXPOOL2D:
+        case NET_AVGPOOL1D:
+        case NET_AVGPOOL2D:
+            op->kind =
+                (L->kind == NET_MAXPOOL1D || L->kind == NET_MAXPOOL2D) ? IOP_MAXPOOL : IOP_AVGPOOL;
+            op->ps = pool_shape(r, 1);
+            break;
+        case NET_GPOOL:
+            op->kind = IOP_GPOOL;
+            op->c = (int)L->in.c;
+            op->l = (int)(r->in_count / L->in.c);
+            break;
+        case NET_RELU:
+        case NET_GELU:
+            op->kind = IOP_ACT;
+            op->act = L->kind == NET_RELU ? K_NN_ACT_RELU : K_NN_ACT_GELU;
+            break;
+        case NET_BN:
+            op->kind = IOP_BN;
+            op->c = (int)L->in.c;
+            op->l = (int)(r->in_count / L->in.c);
+            op->b_off = r->b_off;
+            op->buf_off = r->buf_off;
+            break;
+        case NET_RES_END:
+            if (ns <= 0) return pid_fail(err, PID_ERR_INTERNAL, "net: unbalanced residual block");
+            op->kind = IOP_ADD;
+            op->skip_t = stack[--ns];
+            if (L->projection) {
+                op->w_off = r->w_off;
+                op->b_off = r->b_off;
+                if (L->out.rank == 0) {
+                    op->proj = 2;
+                    op->din = (int)net_spec_shape_count(&r->skip_shape);
+                    op->dout = (int)L->out.c;
+                } else {
+                    op->proj = 1;
+                    op->cs = conv_shape(r, 1, 1);
+                }
+            }
+            if (last + 1 < nl && is_act(n->ly[last + 1].L.kind)) {
+                last++;
+                op->act = n->ly[last].L.kind == NET_RELU ? K_NN_ACT_RELU : K_NN_ACT_GELU;
+            }
+            break;
+        default:
+            return pid_fail(err, PID_ERR_INTERNAL, "net: unknown layer kind %d", (int)L->kind);
+        }
+        op->out_count = n->ly[last].out_count;
+        for (size_t j = i; j <= last; j++) {
+            op->flops += n->ly[j].L.flops;
+            iop_name_add(op, n->ly[j].L.kind == NET_RES_END
+                                 ? (n->ly[j].L.projection ? "res-add(proj)" : "res-add")
+                                 : n->ly[j].L.text);
+        }
+        cur = op->out_t;
+        i = last + 1;
+    }
+    if (I->n_ops == 0 || I->ops[I->n_ops - 1].kind != IOP_HEAD)
+        return pid_fail(err, PID_ERR_INTERNAL, "net: the spec does not end in its head");
+    /* Slots: a tensor lives from its op to its last reader; an op writes a
+     * slot whose tensor is dead before it, or (elementwise ops, an add
+     * without projection) the slot of its own input when that dies here. */
+    int n_t = next_t;
+    int *last_use = malloc(sizeof(int) * (size_t)n_t), *slot_of = malloc(sizeof(int) * (size_t)n_t);
+    int *holder = malloc(sizeof(int) * (size_t)(I->n_ops + 1));
+    I->slot_count = calloc(I->n_ops + 1, sizeof *I->slot_count);
+    if (!last_use || !slot_of || !holder || !I->slot_count) {
+        free(last_use), free(slot_of), free(holder);
+        return pid_fail(err, PID_ERR_NOMEM, "net_create_infer: out of memory");
+    }
+    for (int t = 0; t < n_t; t++)
+        last_use[t] = -1, slot_of[t] = -1;
+    for (size_t j = 0; j < I->n_ops; j++) {
+        const net_iop *op = &I->ops[j];
+        if (op->out_t > 0) last_use[op->out_t] = (int)j;
+        last_use[op->in_t] = (int)j;
+        if (op->skip_t >= 0) last_use[op->skip_t] = (int)j;
+    }
+    I->n_slots = 0;
+    for (size_t j = 0; j < I->n_ops; j++) {
+        net_iop *op = &I->ops[j];
+        op->in_slot = slot_of[op->in_t];
+        op->skip_slot = op->skip_t >= 0 ? slot_of[op->skip_t] : -1;
+        if (op->out_t < 0) {
+            op->out_slot = -1;
+            continue;
+        }
+        int inplace =
+            op->kind == IOP_ACT || op->kind == IOP_BN || (op->kind == IOP_ADD && !op->proj);
+        int s = -1;
+        if (inplace && op->in_t != 0 && last_use[op->in_t] == (int)j) s = slot_of[op->in_t];
+        for (int k = 0; s < 0 && k < I->n_slots; k++)
+            if (last_use[holder[k]] < (int)j) s = k;
+        if (s < 0) s = I->n_slots++;
+        holder[s] = op->out_t;
+        slot_of[op->out_t] = s;
+        op->out_slot = s;
+        if (op->out_count > I->slot_count[s]) I->slot_count[s] = op->out_count;
+    }
+    free(last_use), free(slot_of), free(holder);
+    return PID_OK;
+}
+
+static size_t fl_round(size_t v)
+{
+    return (v + 15) / 16 * 16;
+}
+
+/* One worker's buffers for chunks of I->chunk frames: pass 1 (wk NULL)
+ * counts floats and ints, pass 2 points wk's slots and scratch into fb / ib. */
+static void infer_worker_layout(const net *n, net_worker *wk, float *fb, int32_t *ib, size_t *nf,
+                                size_t *ni)
+{
+    const net_infer *I = n->inf;
+    size_t f = 0, work = 1, pre = 0, am = 1, C = (size_t)I->chunk;
+    for (int k = 0; k < I->n_slots; k++) {
+        if (wk) wk->slot[k] = fb + f;
+        f += fl_round(C * i64z(I->slot_count[k]));
+    }
+    for (size_t j = 0; j < I->n_ops; j++) {
+        const net_iop *op = &I->ops[j];
+        if (op->kind == IOP_CONV || (op->kind == IOP_ADD && op->proj == 1)) {
+            size_t w = I->reference ? k_nn_conv_work_floats(&op->cs)
+                                    : k_nn_conv_fused_work_floats(&op->cs, op->pool);
+            if (w > work) work = w;
+            if (I->reference && op->pool != 1) {
+                if (C * i64z(op->conv_out) > pre) pre = C * i64z(op->conv_out);
+                if (C * i64z(op->out_count) > am) am = C * i64z(op->out_count);
+            }
+        }
+        if (op->kind == IOP_MAXPOOL && C * i64z(op->out_count) > am) am = C * i64z(op->out_count);
+    }
+    if (wk) {
+        wk->work = fb + f;
+        wk->pre = pre ? fb + f + fl_round(work) : NULL;
+        wk->argmax = ib;
+    }
+    *nf = f + fl_round(work) + fl_round(pre);
+    *ni = fl_round(am);
+}
+
+/* Upload params / buffers (host; buffers NULL = keep the current ones) and
+ * fold every fused BN into its conv / dense. */
+static pid_status infer_load(net *n, const float *params, const float *buffers, pid_error *err)
+{
+    pid_backend *be = n->be;
+    pid_status st;
+    if ((st = pid_backend_upload(be, n->params, params, sizeof(float) * n->n_params, err)) ||
+        (buffers && n->n_bufs &&
+         (st = pid_backend_upload(be, n->bufs, buffers, sizeof(float) * n->n_bufs, err))))
+        return st;
+    const net_infer *I = n->inf;
+    for (size_t j = 0; j < I->n_ops; j++) {
+        const net_iop *op = &I->ops[j];
+        if (op->fold < 0) continue;
+        const net_layer_rt *bn = &n->ly[op->fold];
+        int c = (int)bn->L.in.c;
+        int k = op->kind == IOP_CONV ? op->cs.c_in * op->cs.k_h * op->cs.k_w : op->din;
+        float *gamma = n->params + bn->b_off, *rm = n->bufs + bn->buf_off;
+        if ((st = k_nn_batchnorm_fold(be, n->params + op->w_off, n->params + op->b_off, gamma,
+                                      gamma + c, rm, rm + c, NET_BN_EPS, c, k, err))) {
+            pid_error_prefix(err, "net: folding %s: ", op->name);
+            return st;
+        }
+    }
+    return pid_backend_sync(be, err);
+}
+
+static pid_status check_finite(const float *a, size_t count, const char *what, const char *who,
+                               pid_error *err)
+{
+    for (size_t i = 0; a && i < count; i++)
+        if (!isfinite(a[i]))
+            return pid_fail(err, PID_ERR_ARG, "%s: %s %zu is not finite", who, what, i);
+    return PID_OK;
+}
+
+pid_status net_create_infer(net **out, const net_spec *spec, pid_backend *be, int max_batch,
+                            const float *params, const float *buffers, const net_infer_opts *opts,
+                            pid_error *err)
+{
+    static const char *who = "net_create_infer";
+    net_infer_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (out) *out = NULL;
+    if (!out || !params || !be) return pid_fail(err, PID_ERR_ARG, "%s: NULL argument", who);
+    if (o.n_threads < 0 || o.chunk < 0 || o.chunk > NET_INFER_MAX_CHUNK)
+        return pid_fail(err, PID_ERR_ARG, "%s: n_threads must be >= 0 and chunk in 0..%d", who,
+                        NET_INFER_MAX_CHUNK);
+    int cuda = pid_backend_kind(be) == PID_DEVICE_CUDA;
+    /* The CUDA net is one worker over the whole batch; the CPU chunk is
+     * settled below once the slot sizes are known (checked for the largest). */
+    int plan_batch = cuda ? max_batch : NET_INFER_MAX_CHUNK;
+    if (!cuda && max_batch < plan_batch) plan_batch = max_batch;
+    net *n = NULL;
+    pid_status st = net_create_base(&n, spec, be, max_batch, plan_batch, 0, who, err);
+    if (st) return st;
+    float *hb = NULL;
+    n->inf = calloc(1, sizeof *n->inf);
+    if (!n->inf) {
+        st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
+        goto fail;
+    }
+    net_infer *I = n->inf;
+    I->reference = cuda || o.reference;
+    if ((st = check_finite(params, n->n_params, "parameter", who, err)) ||
+        (st = check_finite(buffers, n->n_bufs, "buffer", who, err)) ||
+        (st = infer_plan_ops(n, err)))
+        goto fail;
+    if (cuda) {
+        I->n_workers = 1;
+        I->chunk = max_batch;
+    } else {
+        I->n_workers = o.n_threads ? o.n_threads : pid_backend_threads(be);
+        if (I->n_workers > NET_INFER_MAX_THREADS) I->n_workers = NET_INFER_MAX_THREADS;
+        if (o.chunk) {
+            I->chunk = o.chunk;
+        } else {
+            size_t per_frame = 0;
+            for (int k = 0; k < I->n_slots; k++)
+                per_frame += sizeof(float) * i64z(I->slot_count[k]);
+            size_t c = per_frame ? NET_INFER_CHUNK_BYTES / per_frame : NET_INFER_MAX_CHUNK;
+            I->chunk = c < 1 ? 1 : c > NET_INFER_MAX_CHUNK ? NET_INFER_MAX_CHUNK : (int)c;
+        }
+        if (I->chunk > max_batch) I->chunk = max_batch;
+    }
+    size_t wf = 0, wi = 0;
+    infer_worker_layout(n, NULL, NULL, NULL, &wf, &wi);
+    const size_t nk = fl_round((size_t)max_batch * i64z(n->n_classes));
+    const size_t head_f = nk * (n->fractions ? 2 : 1);
+    size_t total_f = head_f + wf * (size_t)I->n_workers, total_i = wi * (size_t)I->n_workers;
+    size_t np = n->n_params ? n->n_params : 1, nb = n->n_bufs ? n->n_bufs : 1;
+    I->wk = calloc((size_t)I->n_workers, sizeof *I->wk);
+    if (!I->wk) {
+        st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
+        goto fail;
+    }
+    for (int w = 0; w < I->n_workers; w++) {
+        I->wk[w].slot = calloc((size_t)I->n_slots + 1, sizeof(float *));
+        I->wk[w].op_s = calloc(I->n_ops, sizeof(double));
+        if (!I->wk[w].slot || !I->wk[w].op_s) {
+            st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
+            goto fail;
+        }
+    }
+    if ((st = pid_backend_alloc(be, (void **)&n->params, sizeof(float) * np, err)) ||
+        (st = pid_backend_alloc(be, (void **)&n->bufs, sizeof(float) * nb, err)) ||
+        (st = pid_backend_alloc(be, (void **)&I->arena, sizeof(float) * total_f, err)) ||
+        (st = pid_backend_alloc(be, (void **)&I->iarena, sizeof(int32_t) * total_i, err)))
+        goto fail;
+    /* The CUDA staging buffer now (cls_run uploads into it); on the CPU the
+     * caller's host frames are read in place, so only on demand. */
+    if (cuda &&
+        (st = pid_backend_alloc(be, (void **)&I->input_buf,
+                                sizeof(float) * (size_t)max_batch * i64z(n->in_count), err)))
+        goto fail;
+    I->bytes = sizeof(float) * (np + nb + total_f) + sizeof(int32_t) * total_i;
+    I->logits = I->arena;
+    I->frac_logits = n->fractions ? I->arena + nk : NULL;
+    for (int w = 0; w < I->n_workers; w++)
+        infer_worker_layout(n, &I->wk[w], I->arena + head_f + wf * (size_t)w,
+                            I->iarena + wi * (size_t)w, &wf, &wi);
+    /* Default running stats (mean 0, var 1) when no buffers are given. */
+    hb = malloc(sizeof(float) * nb);
+    if (!hb) {
+        st = pid_fail(err, PID_ERR_NOMEM, "%s: out of memory", who);
+        goto fail;
+    }
+    memset(hb, 0, sizeof(float) * nb);
+    for (size_t i = 0; i < n->n_layers; i++)
+        if (n->ly[i].L.kind == NET_BN)
+            for (int64_t c = 0; c < n->ly[i].L.in.c; c++)
+                hb[n->ly[i].buf_off + i64z(n->ly[i].L.in.c + c)] = 1.0f;
+    if ((st = pid_backend_upload(be, n->bufs, hb, sizeof(float) * nb, err)) ||
+        (st = infer_load(n, params, buffers, err)))
+        goto fail;
+    free(hb);
+    *out = n;
+    return PID_OK;
+fail:
+    free(hb);
+    net_destroy(n);
+    return st;
+}
+
+static pid_status act_inplace(pid_backend *be, k_nn_act act, float *y, size_t count, pid_error *err)
+{
+    if (act == K_NN_ACT_RELU) return k_nn_relu_forward(be, y, y, count, err);
+    if (act == K_NN_ACT_GELU) return k_nn_gelu_forward(be, y, y, count, err);
+    return PID_OK;
+}
+
+/* Dense forward with activation: the fused kernel, or the reference one
+ * followed by the activation. */
+static pid_status infer_dense(const net *n, const float *x, const float *w, const float *b,
+                              k_nn_act act, float *y, int nb, int in, int out, pid_error *err)
+{
+    if (!n->inf->reference)
+        return k_nn_dense_forward_fused(n->be, x, w, b, act, y, nb, in, out, err);
+    pid_status st = k_nn_dense_forward(n->be, x, w, b, y, nb, in, out, err);
+    return st ? st : act_inplace(n->be, act, y, (size_t)nb * out, err);
+}
+
+/* Run op on frames [f0, f0 + nb) of the batch x with worker wk's buffers. */
+static pid_status infer_op(net *n, net_worker *wk, const net_iop *op, const float *x, int f0,
+                           int nb, pid_error *err)
+{
+    const net_infer *I = n->inf;
+    pid_backend *be = n->be;
+    const float *P = n->params;
+    const float *in = op->in_slot < 0 ? x + (size_t)f0 * i64z(op->in_count) : wk->slot[op->in_slot];
+    float *out =
+        op->out_slot < 0 ? I->logits + (size_t)f0 * i64z(n->n_classes) : wk->slot[op->out_slot];
+    /* The skip input of a residual add (a skip from the network input is
+     * the input itself). */
+    const float *skip = op->skip_t < 0      ? NULL
+                        : op->skip_slot < 0 ? x + (size_t)f0 * i64z(n->in_count)
+                                            : wk->slot[op->skip_slot];
+    pid_status st = PID_OK;
+    switch (op->kind) {
+    case IOP_CONV: {
+        k_nn_conv s = op->cs;
+        s.n = nb;
+        if (!I->reference)
+            return k_nn_conv_forward_fused(be, &s, in, P + op->w_off, P + op->b_off, skip, op->act,
+                                           op->pool, out, wk->work, err);
+        float *y = op->pool != 1 ? wk->pre : out;
+        size_t cnt = (size_t)nb * i64z(op->conv_out);
+        if ((st = k_nn_conv_forward(be, &s, in, P + op->w_off, P + op->b_off, y, wk->work, err)) ||
+            (skip && (st = k_nn_add(be, y, skip, y, cnt, err))) ||
+            (st = act_inplace(be, op->act, y, cnt, err)) || op->pool == 1)
+            return st;
+        int ho = 0, wo = 0;
+        if ((st = k_nn_conv_out(&s, &ho, &wo, err))) return st;
+        if (op->pool == K_NN_POOL_GLOBAL_AVG)
+            return k_nn_global_avgpool_forward(be, y, out, nb, s.c_out, ho * wo, err);
+        k_nn_pool ps = k_nn_pool1d_shape(nb, s.c_out, wo, op->pool, op->pool);
+        return k_nn_maxpool_forward(be, &ps, y, out, wk->argmax, err);
+    }
+    case IOP_DENSE:
+        return infer_dense(n, in, P + op->w_off, P + op->b_off, op->act, out, nb, op->din, op->dout,
+                           err);
+    case IOP_HEAD:
+        if ((st = infer_dense(n, in, P + op->w_off, P + op->b_off, K_NN_ACT_NONE, out, nb, op->din,
+                              op->dout, err)) ||
+            !op->fractions)
+            return st;
+        return infer_dense(n, in, P + op->w2_off, P + op->b2_off, K_NN_ACT_NONE,
+                           I->frac_logits + (size_t)f0 * i64z(n->n_classes), nb, op->din, op->dout,
+                           err);
+    case IOP_MAXPOOL:
+    case IOP_AVGPOOL: {
+        k_nn_pool s = op->ps;
+        s.n = nb;
+        if (op->kind == IOP_MAXPOOL) return k_nn_maxpool_forward(be, &s, in, out, wk->argmax, err);
+        return k_nn_avgpool_forward(be, &s, in, out, err);
+    }
+    case IOP_GPOOL:
+        return k_nn_global_avgpool_forward(be, in, out, nb, op->c, op->l, err);
+    case IOP_ACT: {
+        size_t cnt = (size_t)nb * i64z(op->in_count);
+        if (op->act == K_NN_ACT_RELU) return k_nn_relu_forward(be, in, out, cnt, err);
+        return k_nn_gelu_forward(be, in, out, cnt, err);
+    }
+    case IOP_BN: {
+        const float *gamma = P + op->b_off, *rm = n->bufs + op->buf_off;
+        return k_nn_batchnorm_forward_infer(be, in, gamma, gamma + op->c, rm, rm + op->c, out, nb,
+                                            op->c, op->l, NET_BN_EPS, err);
+    }
+    case IOP_ADD: {
+        size_t cnt = (size_t)nb * i64z(op->out_count);
+        if (op->proj == 1) {
+            k_nn_conv s = op->cs;
+            s.n = nb;
+            st = I->reference ? k_nn_conv_forward(be, &s, skip, P + op->w_off, P + op->b_off, out,
+                                                  wk->work, err)
+                              : k_nn_conv_forward_fused(be, &s, skip, P + op->w_off, P + op->b_off,
+                                                        NULL, K_NN_ACT_NONE, 1, out, wk->work, err);
+        } else if (op->proj == 2) {
+            st = infer_dense(n, skip, P + op->w_off, P + op->b_off, K_NN_ACT_NONE, out, nb, op->din,
+                             op->dout, err);
+        }
+        if (st) return st;
+        if ((st = k_nn_add(be, op->proj ? out : skip, in, out, cnt, err))) return st;
+        return act_inplace(be, op->act, out, cnt, err);
+    }
+    }
+    return pid_fail(err, PID_ERR_INTERNAL, "net: unknown op kind %d", (int)op->kind);
+}
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* All ops over frames [f0, f0 + nb). */
+static pid_status infer_chunk(net *n, net_worker *wk, const float *x, int f0, int nb,
+                              pid_error *err)
+{
+    const net_infer *I = n->inf;
+    for (size_t j = 0; j < I->n_ops; j++) {
+        double t0 = I->profile ? mono_s() : 0.0;
+        pid_status st = infer_op(n, wk, &I->ops[j], x, f0, nb, err);
+        if (st) {
+            pid_error_prefix(err, "net_forward: %s: ", I->ops[j].name);
+            return st;
+        }
+        if (I->profile) wk->op_s[j] += mono_s() - t0;
+    }
+    return PID_OK;
+}
+
+/* One forward split over the workers: chunks handed out through an atomic
+ * counter so a worker slowed by other load takes fewer. */
+typedef struct {
+    net *n;
+    const float *x;
+    int batch, nb, n_chunks;
+    atomic_int next, failed;
+} infer_job;
+
+typedef struct {
+    infer_job *job;
+    int w;
+    pid_status st;
+    pid_error err;
+} infer_arg;
+
+static void *infer_worker(void *arg)
+{
+    infer_arg *a = arg;
+    infer_job *j = a->job;
+    while (!atomic_load(&j->failed)) {
+        int c = atomic_fetch_add(&j->next, 1);
+        if (c >= j->n_chunks) break;
+        int f0 = c * j->nb, cnt = j->batch - f0 < j->nb ? j->batch - f0 : j->nb;
+        if ((a->st = infer_chunk(j->n, &j->n->inf->wk[a->w], j->x, f0, cnt, &a->err))) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static pid_status infer_forward(net *n, const float *x, int batch, pid_error *err)
+{
+    net_infer *I = n->inf;
+    /* Chunks small enough that every worker gets one. */
+    int per = (batch + I->n_workers - 1) / I->n_workers;
+    int nb = per < I->chunk ? per : I->chunk;
+    infer_job job;
+    job.n = n;
+    job.x = x;
+    job.batch = batch;
+    job.nb = nb;
+    job.n_chunks = (batch + nb - 1) / nb;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.failed, 0);
+    int n_w = job.n_chunks < I->n_workers ? job.n_chunks : I->n_workers;
+    infer_arg args[NET_INFER_MAX_THREADS];
+    pthread_t tid[NET_INFER_MAX_THREADS];
+    int started = 1;
+    for (int w = 0; w < n_w; w++) {
+        args[w].job = &job;
+        args[w].w = w;
+        args[w].st = PID_OK;
+        pid_error_clear(&args[w].err);
+    }
+    /* Worker 0 is this thread; if a thread cannot start, the others take
+     * its chunks. */
+    for (int w = 1; w < n_w; w++) {
+        if (pthread_create(&tid[w], NULL, infer_worker, &args[w])) break;
+        started++;
+    }
+    infer_worker(&args[0]);
+    for (int w = 1; w < started; w++)
+        pthread_join(tid[w], NULL);
+    for (int w = 0; w < started; w++)
+        if (args[w].st) {
+            if (err) *err = args[w].err;
+            return args[w].st;
+        }
+    return PID_OK;
+}
+
+int net_is_infer(const net *n)
+{
+    return n && n->inf;
+}
+int net_infer_threads(const net *n)
+{
+    return n && n->inf ? n->inf->n_workers : 0;
+}
+int net_infer_chunk(const net *n)
+{
+    return n && n->inf ? n->inf->chunk : 0;
+}
+size_t net_infer_bytes(const net *n)
+{
+    if (!n || !n->inf) return 0;
+    int staged = n->inf->input_buf && pid_backend_kind(n->be) == PID_DEVICE_CPU;
+    return n->inf->bytes + (staged ? sizeof(float) * (size_t)n->max_batch * i64z(n->in_count) : 0);
+}
+
+size_t net_profile_count(const net *n)
+{
+    return n && n->inf ? n->inf->n_ops : 0;
+}
+
+void net_profile_reset(net *n, int on)
+{
+    if (!n || !n->inf) return;
+    n->inf->profile = on;
+    for (int w = 0; w < n->inf->n_workers; w++)
+        memset(n->inf->wk[w].op_s, 0, sizeof(double) * n->inf->n_ops);
+}
+
+pid_status net_profile_get(const net *n, size_t i, net_op_profile *out, pid_error *err)
+{
+    if (!n || !out) return pid_fail(err, PID_ERR_ARG, "net_profile_get: NULL argument");
+    if (!n->inf) return pid_fail(err, PID_ERR_UNSUPPORTED, "net_profile_get: not an inference net");
+    if (i >= n->inf->n_ops)
+        return pid_fail(err, PID_ERR_ARG, "net_profile_get: op %zu of %zu", i, n->inf->n_ops);
+    const net_iop *op = &n->inf->ops[i];
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", op->name);
+    out->flops = op->flops;
+    for (int w = 0; w < n->inf->n_workers; w++)
+        out->seconds += n->inf->wk[w].op_s[i];
+    return PID_OK;
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -829,25 +1598,36 @@ int net_has_fractions(const net *n)
 }
 const float *net_logits(const net *n)
 {
+    if (n && n->inf) return n->inf->logits;
     return n ? n->act[n->ly[n->n_layers - 1].out_t] : NULL;
 }
 const float *net_fraction_logits(const net *n)
 {
+    if (n && n->inf) return n->inf->frac_logits;
     return n && n->fractions ? n->frac_logits : NULL;
 }
 const float *net_grads(const net *n)
 {
-    return n ? n->grads : NULL;
+    return n && !n->inf ? n->grads : NULL;
 }
 float *net_input_buffer(net *n)
 {
-    return n ? n->input_buf : NULL;
+    if (!n) return NULL;
+    if (!n->inf) return n->input_buf;
+    if (!n->inf->input_buf &&
+        pid_backend_alloc(n->be, (void **)&n->inf->input_buf,
+                          sizeof(float) * (size_t)n->max_batch * i64z(n->in_count), NULL))
+        return NULL;
+    return n->inf->input_buf;
 }
 
 pid_status net_params(net *n, float *params, float *buffers, pid_error *err)
 {
     pid_status st;
     if (!n || !params) return pid_fail(err, PID_ERR_ARG, "net_params: NULL argument");
+    if (n->inf)
+        return pid_fail(err, PID_ERR_UNSUPPORTED,
+                        "net_params: an inference net holds folded weights, not the trained ones");
     if ((st = pid_backend_download(n->be, params, n->params, sizeof(float) * n->n_params, err)))
         return st;
     if (buffers && n->n_bufs &&
@@ -867,6 +1647,7 @@ pid_status net_set_params(net *n, const float *params, const float *buffers, pid
         for (size_t i = 0; i < n->n_bufs; i++)
             if (!isfinite(buffers[i]))
                 return pid_fail(err, PID_ERR_ARG, "net_set_params: buffer %zu is not finite", i);
+    if (n->inf) return infer_load(n, params, buffers, err);
     float *z = calloc(n->n_params ? n->n_params : 1, sizeof(float));
     if (!z) return pid_fail(err, PID_ERR_NOMEM, "net_set_params: out of memory");
     size_t bytes = sizeof(float) * n->n_params;

@@ -15,7 +15,11 @@
  * (host memory for the CPU backend, device memory for CUDA), like every op in
  * kernels/nn.h; net_input_buffer gives a net-owned staging buffer to upload
  * into. Parameters go in and out through host copies (net_params /
- * net_set_params). */
+ * net_set_params).
+ *
+ * Inference-only nets (net_create_infer) hold the parameters with BN folded
+ * in, the running stats, the logits and a few reused activation buffers per
+ * CPU worker thread: no gradients, no AdamW state, no per-layer outputs. */
 #ifndef PID_MODELS_NET_H
 #define PID_MODELS_NET_H
 
@@ -46,6 +50,64 @@ pid_status net_create(net **out, const net_spec *spec, pid_backend *be, int max_
                       uint64_t seed, pid_error *err);
 /* Frees everything the net owns; accepts NULL. */
 void net_destroy(net *n);
+
+/* Options of an inference-only net (net_create_infer); zero = default. */
+typedef struct {
+    int n_threads; /* CPU worker threads (0 = pid_backend_threads(be)); CUDA: always 1 */
+    int chunk;     /* CPU: frames per worker step (0 = automatic, <= 64); CUDA: max_batch */
+    int reference; /* 1 = run the reference ops of kernels/nn.h (im2col + BLAS conv, separate
+                    * activation and pooling) instead of the fused direct ones: for tests and
+                    * comparisons; CUDA nets always do (cuBLAS) */
+} net_infer_opts;
+
+/* An inference-only network: forward in inference mode and nothing else.
+ * params[net_param_count] and buffers[net_buffer_count] (host, borrowed for
+ * the call; buffers may be NULL for BN running mean 0 / var 1) are the
+ * trained arrays in net_params' layout. Each BN that directly follows a
+ * convolution or dense layer is folded into its weights and bias
+ * (k_nn_batchnorm_fold); an activation, and a max pool with window =
+ * stride after a 1-D convolution, run inside that layer's kernel; dropout,
+ * flatten and the residual skip cost nothing. There are no gradients and no
+ * AdamW state, and the activations are not kept per layer: each CPU worker
+ * owns a few buffers reused along the net (sized for the largest layer
+ * outputs alive at once, times its chunk of frames), so memory does not grow
+ * with max_batch beyond the logits. On the CPU, net_forward splits the batch
+ * into chunks run by opts->n_threads worker threads (pthreads; the calling
+ * thread is one of them), each running the whole net on its chunks with
+ * single-threaded kernels. Results equal net_forward(training = 0) of a
+ * training net with the same arrays within float rounding (the fold and the
+ * kernels' summation order differ). opts may be NULL. Rejects non-finite
+ * params/buffers (PID_ERR_ARG) and what net_create rejects. On failure *out
+ * is NULL and nothing is leaked.
+ * net_forward (training must be 0), net_logits, net_fraction_logits,
+ * net_input_buffer, net_set_params (re-folds), the size accessors and the
+ * profile below work on it; net_loss_backward, net_step and net_params answer
+ * PID_ERR_UNSUPPORTED, net_grads NULL. One net runs one forward at a time. */
+pid_status net_create_infer(net **out, const net_spec *spec, pid_backend *be, int max_batch,
+                            const float *params, const float *buffers, const net_infer_opts *opts,
+                            pid_error *err);
+/* 1 for a net from net_create_infer. */
+int net_is_infer(const net *n);
+/* Inference nets: worker threads, frames per chunk, and the bytes of backend
+ * memory the net holds (parameters, logits, worker buffers). 0 otherwise. */
+int net_infer_threads(const net *n);
+int net_infer_chunk(const net *n);
+size_t net_infer_bytes(const net *n);
+
+/* Per-op profile of an inference net: the ops it runs (a layer with what is
+ * fused into it, e.g. "conv1d(16,k9,s2,p4)+bn+relu+maxpool(2)"), their
+ * inference FLOPs per frame (spec counting), and, while profiling is on, the
+ * seconds spent in each summed over the worker threads (CPU time of the
+ * workers; on CUDA only the launch time). net_profile_reset zeroes the times
+ * and sets profiling on (1) or off (0). */
+typedef struct {
+    char name[192];
+    int64_t flops; /* per frame */
+    double seconds;
+} net_op_profile;
+size_t net_profile_count(const net *n);
+void net_profile_reset(net *n, int on);
+pid_status net_profile_get(const net *n, size_t i, net_op_profile *out, pid_error *err);
 
 /* Run the network on x[batch, input values] (backend memory, caller-owned;
  * the net keeps the pointer: x must stay valid and unchanged until the
@@ -111,6 +173,8 @@ pid_status net_set_params(net *n, const float *params, const float *buffers, pid
 const float *net_logits(const net *n);
 const float *net_fraction_logits(const net *n);
 const float *net_grads(const net *n);
+/* Inference nets on the CPU allocate the staging buffer on first use (NULL
+ * when out of memory); pass host frames to net_forward directly instead. */
 float *net_input_buffer(net *n);
 
 #ifdef __cplusplus

@@ -182,7 +182,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"softmax.h5", "sigmoid.h5", "q.h5", "bg.h5", "trunc.h5", "thr.h5"};
+    const char *names[] = {"softmax.h5", "sigmoid.h5", "q.h5",  "bg.h5",
+                           "trunc.h5",   "thr.h5",     "cnn.h5"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unlink(tmp_path(names[i]));
     rmdir(g_dir);
@@ -450,6 +451,93 @@ static void test_run_sigmoid_fractions(void **state)
     cls_close(c);
 }
 
+/* The inference net (BN folded, fused kernels, several threads and chunk
+ * sizes, reference kernels) gives the training net's results: a CNN with
+ * BN running stats away from 0 / 1, a residual block, dropout and a
+ * sigmoid + fractions head. Probabilities and fractions within 1e-5
+ * (absolute), unknown scores within 1e-5 max(1, |score|), the same present
+ * sets and, where probabilities differ by more than 1e-5, the same order. */
+#define SPEC_CNN                                                                                   \
+    "conv1d(8,k5,s2,p2) bn relu maxpool(2) res(conv1d(8,k3,p1) bn relu conv1d(8,k3,p1) bn) relu "  \
+    "dropout(0.1) conv1d(12,k3,p1) bn relu gpool dense(16) bn relu head(sigmoid,fractions)"
+
+static void test_run_engines(void **state)
+{
+    (void)state;
+    enum { NF = 13 };
+    pid_error err;
+    write_model(tmp_path("cnn.h5"), SPEC_CNN, NET_HEAD_SIGMOID, 1, 0, -2.0, 0);
+    mf_model *m = NULL;
+    assert_int_equal(mf_load(tmp_path("cnn.h5"), &m, &err), PID_OK);
+    for (int64_t i = 0; i < m->n_buffers; i++) /* means in [-0.3, 0.3), variances in [0.5, 1.5) */
+        m->buffers[i] = (i / 4) % 2 ? 0.5f + (float)((i * 37) % 100) / 100.0f
+                                    : -0.3f + (float)((i * 53) % 60) / 100.0f;
+    for (int64_t i = 0; i < m->n_params; i++)
+        m->params[i] += 0.05f * (float)sin(0.7 * (double)i);
+    assert_int_equal(mf_save(tmp_path("cnn.h5"), m, &err), PID_OK);
+    mf_model_destroy(m);
+
+    float frames[NF * N_POINTS];
+    for (int f = 0; f < NF; f++)
+        for (int j = 0; j < N_POINTS; j++)
+            frames[f * N_POINTS + j] = (float)(0.5 + 0.5 * sin(0.03 * (f + 2) * j + f));
+    cls_options base;
+    memset(&base, 0, sizeof base);
+    base.device = "cpu";
+    base.max_batch = 7;
+    base.training_net = 1;
+    cls_classifier *ref = NULL;
+    assert_int_equal(cls_open_opts(&ref, tmp_path("cnn.h5"), &base, &err), PID_OK);
+    assert_false(net_is_infer(cls_net(ref)));
+    cls_results *rr = NULL;
+    assert_int_equal(cls_results_create(&rr, ref, NF, &err), PID_OK);
+    assert_int_equal(cls_run(ref, frames, NF, rr, &err), PID_OK);
+    const cls_options variants[] = {
+        {"cpu", 7, 0, 0, 0, 0},  /* the default: all cores, automatic chunk */
+        {"cpu", 7, 1, 0, 0, 0},  /* one thread */
+        {"cpu", 13, 2, 1, 0, 0}, /* two threads, one frame per chunk */
+        {"cpu", 4, 2, 0, 1, 0},  /* reference kernels */
+    };
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        cls_classifier *c = NULL;
+        cls_results *r = NULL;
+        assert_int_equal(cls_open_opts(&c, tmp_path("cnn.h5"), &variants[v], &err), PID_OK);
+        assert_true(net_is_infer(cls_net(c)));
+        assert_int_equal(cls_results_create(&r, c, NF, &err), PID_OK);
+        assert_int_equal(cls_run(c, frames, NF, r, &err), PID_OK);
+        double worst = 0.0;
+        for (int i = 0; i < NF * N_CLASSES; i++) {
+            double dp = fabs((double)r->prob[i] - rr->prob[i]);
+            double dfr = fabs((double)r->fraction[i] - rr->fraction[i]);
+            worst = fmax(worst, fmax(dp, dfr));
+            if (!(dp <= 1e-5 && dfr <= 1e-5))
+                fail_msg("variant %zu: value %d: prob %.8f vs %.8f, fraction %.8f vs %.8f", v, i,
+                         r->prob[i], rr->prob[i], r->fraction[i], rr->fraction[i]);
+            if (fabs(rr->prob[i] - CLS_PRESENT_PROB) > 1e-5)
+                assert_int_equal(r->present[i], rr->present[i]);
+        }
+        for (int f = 0; f < NF; f++) {
+            const float *p = rr->prob + f * N_CLASSES;
+            for (int i = 1; i < N_CLASSES; i++) {
+                int32_t a = rr->order[f * N_CLASSES + i - 1], b = rr->order[f * N_CLASSES + i];
+                if (p[a] - p[b] > 1e-5) {
+                    assert_int_equal(r->order[f * N_CLASSES + i - 1], a);
+                    assert_int_equal(r->order[f * N_CLASSES + i], b);
+                }
+            }
+            double u = rr->unknown_score[f];
+            assert_true(fabs(r->unknown_score[f] - u) <= 1e-5 * fmax(1.0, fabs(u)));
+        }
+        printf("  engine variant %zu (%d threads): worst probability / fraction difference "
+               "%.2e\n",
+               v, cls_threads(c), worst);
+        cls_results_destroy(r);
+        cls_close(c);
+    }
+    cls_results_destroy(rr);
+    cls_close(ref);
+}
+
 static void test_open_refusals(void **state)
 {
     (void)state;
@@ -497,7 +585,7 @@ int main(void)
         cmocka_unit_test(test_prepare_resample),   cmocka_unit_test(test_prepare_wavelength),
         cmocka_unit_test(test_prepare_background), cmocka_unit_test(test_prepare_refusals),
         cmocka_unit_test(test_run_softmax),        cmocka_unit_test(test_run_sigmoid_fractions),
-        cmocka_unit_test(test_open_refusals),
+        cmocka_unit_test(test_run_engines),        cmocka_unit_test(test_open_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

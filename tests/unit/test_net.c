@@ -1,7 +1,9 @@
 /* Unit tests for network instances (models/net.h) on the CPU backend: whole-
  * network gradients against central finite differences, reproducibility from
- * the seed, a small learning problem, argument errors, and CPU vs CUDA parity
- * of a full forward + backward (skipped without a device). */
+ * the seed, a small learning problem, argument errors, inference nets (folded
+ * BN, fused kernels, threads) against the training net's inference forward,
+ * and CPU vs CUDA parity of a full forward + backward and of an inference net
+ * (skipped without a device). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +35,12 @@
 #define FD_KINK_ATOL 1e-3
 /* CPU vs CUDA: max |cuda - cpu| / max |cpu| for logits and gradients. */
 #define PARITY_TOL 1e-3
+/* Inference net vs training net (training = 0), same arrays: max |logit
+ * difference| / max(1, max |logit|). The fold rescales weights and the fused
+ * kernels sum in another order, so they agree to float rounding: a few 1e-7
+ * relative per layer; 1e-5 leaves a wide margin, while any wrong fold, fused
+ * pool or slot reuse moves logits by O(1e-1). */
+#define INFER_TOL 1e-5
 /* Learning sanity check: accuracy on 400 fresh samples after LEARN_STEPS. */
 #define LEARN_STEPS 300
 #define LEARN_MIN_ACC 0.95
@@ -481,6 +489,290 @@ static void test_cuda_parity(void **state)
     pid_backend_destroy(gpu);
 }
 
+/* ------------------------------------------------------------ inference nets */
+
+/* Params from net_create (seed) with every BN's gamma / beta and running
+ * stats moved away from 1 / 0 so the fold has something to do. */
+static void trained_like(net *n, float **params, float **bufs)
+{
+    size_t np = net_param_count(n), nb = net_buffer_count(n);
+    *params = malloc(sizeof(float) * (np ? np : 1));
+    *bufs = malloc(sizeof(float) * (nb ? nb : 1));
+    OK(net_params(n, *params, *bufs, &err));
+    float *shift = rnd(np, 41, -0.2f, 0.2f), *stats = rnd(nb, 42, 0.2f, 1.5f);
+    for (size_t i = 0; i < np; i++)
+        (*params)[i] += shift[i];
+    for (size_t i = 0; i < nb; i++)
+        (*bufs)[i] = stats[i] * ((i / 7) % 2 ? 1.0f : -0.5f) + ((*bufs)[i] == 1.0f ? 0.7f : 0.0f);
+    /* Variances must stay positive: the second half of each BN's pair. */
+    for (size_t i = 0; i < nb; i++)
+        if ((*bufs)[i] <= 0.0f) (*bufs)[i] = -(*bufs)[i] + 0.05f;
+    free(shift);
+    free(stats);
+    OK(net_set_params(n, *params, *bufs, &err));
+}
+
+static double logit_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0.0, s = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        m = fmax(m, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)a[i]));
+    }
+    return m / s;
+}
+
+/* Spec text -> inference nets at several threads / chunks / kernels vs the
+ * training net's forward(training = 0) on random frames. */
+static void infer_vs_train(const char *text, const char *shape, int c)
+{
+    const int max_b = 19;
+    net_spec *s = build_spec(text, shape, c);
+    net *tn = NULL;
+    OK(net_create(&tn, s, cpu, max_b, 17, &err));
+    float *params = NULL, *bufs = NULL;
+    trained_like(tn, &params, &bufs);
+    size_t in = (size_t)net_input_count(tn);
+    float *x = rnd((size_t)max_b * in, 43, -1.0f, 1.0f);
+    const int batches[] = {1, 5, 19};
+    const net_infer_opts variants[] = {
+        {1, 0, 0}, {1, 1, 0}, {3, 0, 0}, {3, 2, 0}, {2, 0, 1}, {4, 1, 1},
+    };
+    double worst = 0.0;
+    pid_backend *narrow = NULL; /* AVX2 / plain C kernels where the CPU has wider ones */
+    OK(pid_backend_create(&narrow, "cpu", 1, &err));
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0] + 2; v++) {
+        net *in_net = NULL;
+        pid_backend *be = cpu;
+        net_infer_opts o = variants[v < 6 ? v : 0];
+        if (v >= 6) {
+            pid_backend_set_cpu_isa(narrow, v == 6 ? PID_CPU_ISA_AVX2 : PID_CPU_ISA_GENERIC);
+            be = narrow;
+        }
+        OK(net_create_infer(&in_net, s, be, max_b, params, bufs, &o, &err));
+        assert_true(net_is_infer(in_net));
+        assert_int_equal(net_infer_threads(in_net), o.n_threads);
+        for (size_t k = 0; k < sizeof batches / sizeof batches[0]; k++) {
+            int b = batches[k];
+            OK(net_forward(tn, x, b, 0, &err));
+            OK(net_forward(in_net, x, b, 0, &err));
+            double d = logit_diff(net_logits(tn), net_logits(in_net), (size_t)b * (size_t)c);
+            double df = 0.0;
+            if (net_has_fractions(tn))
+                df = logit_diff(net_fraction_logits(tn), net_fraction_logits(in_net),
+                                (size_t)b * (size_t)c);
+            worst = fmax(worst, fmax(d, df));
+            if (!(d <= INFER_TOL && df <= INFER_TOL))
+                fail_msg("\"%s\" threads %d chunk %d reference %d kernels %s batch %d: logits "
+                         "differ by %.3g (fractions %.3g)",
+                         text, o.n_threads, o.chunk, o.reference,
+                         pid_cpu_isa_name(pid_backend_cpu_isa(be)), b, d, df);
+        }
+        net_destroy(in_net);
+    }
+    printf("  inference vs training net, \"%.40s...\": worst relative logit difference %.2e\n",
+           text, worst);
+    pid_backend_destroy(narrow);
+    free(params);
+    free(bufs);
+    free(x);
+    net_destroy(tn);
+    net_spec_destroy(s);
+}
+
+static void test_infer_matches_training(void **state)
+{
+    (void)state;
+    /* conv + folded BN + relu + fused pool, a stride-2 conv, dilation, a
+     * residual block with and without projection (and nested), standalone BN
+     * and activation, avg pool, gpool, dense + folded BN, dropout, a
+     * fractions head. */
+    infer_vs_train(
+        "conv1d(9,k5,s2,p2) bn relu maxpool(2) conv1d(12,k3,p1,d2) bn gelu "
+        "res(conv1d(12,k3,p1) bn relu res(conv1d(12,k3,p1) bn) relu conv1d(12,k3,p1) bn) "
+        "relu maxpool(3,s2) res(conv1d(20,k3,s2,p1) bn relu) bn relu avgpool(2) "
+        "conv1d(10,k1) bn maxpool(2) gpool dense(24) bn relu dropout(0.3) "
+        "res(dense(24) relu) dense(16) gelu head(softmax,fractions)",
+        "2x301", 5);
+    /* Flatten into dense, a dense projection, a conv after a pool with
+     * relu first, conv + maxpool without activation, a sigmoid head. */
+    infer_vs_train("bn conv1d(8,k7,s3,p3) maxpool(2) relu conv1d(16,k3) relu maxpool(4) flatten "
+                   "res(dense(12) bn relu dense(7)) dropout(0.5) head(sigmoid)",
+                   "1x500", 4);
+    /* The default XRD layout: identity residual blocks ending in conv + BN
+     * (the add in the conv's epilogue), conv + relu + gpool fused. */
+    infer_vs_train("conv1d(16,k15,s2,p7) bn relu maxpool(2) res(conv1d(16,k5,p2) bn relu "
+                   "conv1d(16,k5,p2) bn) relu conv1d(24,k5,p2) bn relu maxpool(2) "
+                   "res(conv1d(24,k3,p1) bn relu conv1d(24,k3,p1) bn) relu maxpool(2) "
+                   "conv1d(32,k3,p1) bn relu gpool dense(32) relu dropout(0.2) head",
+                   "1x700", 6);
+    /* A residual block whose skip is the network input, ending in a conv
+     * without BN; GELU before a fused max pool; conv + gpool without
+     * activation. */
+    infer_vs_train("res(conv1d(2,k3,p1) bn relu conv1d(2,k3,p1)) relu conv1d(6,k3,p1) gelu "
+                   "maxpool(2) conv1d(5,k3) gpool head",
+                   "2x50", 3);
+    /* 2-D: conv2d with fold (the direct kernel's 2-D path), pools. */
+    infer_vs_train("conv2d(6,k3,s2,p1) bn relu maxpool2d(2) conv2d(10,k3,p1,d1) bn relu "
+                   "res(conv2d(10,k3,p1) bn relu) avgpool2d(2) gpool head",
+                   "3x21x19", 3);
+}
+
+static void test_infer_api(void **state)
+{
+    (void)state;
+    net_spec *s =
+        build_spec("conv1d(8,k5,p2) bn relu maxpool(2) gpool dense(16) relu head", "1x200", 3);
+    net *tn = NULL, *a = NULL, *b = NULL;
+    OK(net_create(&tn, s, cpu, 4, 5, &err));
+    float *params = NULL, *bufs = NULL;
+    trained_like(tn, &params, &bufs);
+    /* Refusals. */
+    net_infer_opts bad = {0, 65, 0};
+    assert_int_equal(net_create_infer(&a, s, cpu, 4, params, bufs, &bad, &err), PID_ERR_ARG);
+    assert_null(a);
+    assert_int_equal(net_create_infer(&a, s, cpu, 4, NULL, bufs, NULL, &err), PID_ERR_ARG);
+    assert_int_equal(net_create_infer(&a, s, cpu, 0, params, bufs, NULL, &err), PID_ERR_ARG);
+    params[3] = NAN;
+    assert_int_equal(net_create_infer(&a, s, cpu, 4, params, bufs, NULL, &err), PID_ERR_ARG);
+    OK(net_params(tn, params, NULL, &err));
+    OK(net_create_infer(&a, s, cpu, 4, params, bufs, NULL, &err));
+    float *x = rnd(4 * 200, 44, 0.0f, 1.0f);
+    assert_int_equal(net_forward(a, x, 4, 1, &err), PID_ERR_UNSUPPORTED);
+    assert_int_equal(net_forward(a, x, 5, 0, &err), PID_ERR_ARG);
+    tgt_store ts;
+    net_targets t = make_targets(&ts, 4, 3, 0, 0);
+    assert_int_equal(net_loss_backward(a, &t, 4, NULL, &err), PID_ERR_UNSUPPORTED);
+    assert_int_equal(net_step(a, 1e-3f, 0.0f, &err), PID_ERR_UNSUPPORTED);
+    assert_int_equal(net_params(a, params, NULL, &err), PID_ERR_UNSUPPORTED);
+    assert_null(net_grads(a));
+    assert_false(net_is_infer(tn));
+    /* net_set_params re-folds: a net loaded later equals one created with
+     * the arrays (different starting weights). */
+    float *p2 = rnd(net_param_count(tn), 45, -0.3f, 0.3f);
+    OK(net_create_infer(&b, s, cpu, 4, p2, NULL, NULL, &err));
+    OK(net_set_params(b, params, bufs, &err));
+    OK(net_forward(a, x, 4, 0, &err));
+    OK(net_forward(b, x, 4, 0, &err));
+    assert_memory_equal(net_logits(a), net_logits(b), sizeof(float) * 12);
+    /* The staging buffer exists on demand and works as an input. */
+    float *stage = net_input_buffer(b);
+    assert_non_null(stage);
+    memcpy(stage, x, sizeof(float) * 4 * 200);
+    OK(net_forward(b, stage, 4, 0, &err));
+    assert_memory_equal(net_logits(a), net_logits(b), sizeof(float) * 12);
+    /* Profile: one entry per op with the spec's FLOPs, times only when on. */
+    assert_int_equal(net_profile_count(a), 4); /* conv+bn+relu+pool, gpool, dense+relu, head */
+    net_op_profile pr;
+    int64_t fl = 0;
+    net_profile_reset(a, 1);
+    OK(net_forward(a, x, 4, 0, &err));
+    for (size_t i = 0; i < net_profile_count(a); i++) {
+        OK(net_profile_get(a, i, &pr, &err));
+        fl += pr.flops;
+        assert_true(pr.seconds >= 0.0);
+    }
+    OK(net_profile_get(a, 0, &pr, &err));
+    assert_string_equal(pr.name, "conv1d(8,k5,p2)+bn+relu+maxpool(2)");
+    assert_true(pr.seconds > 0.0);
+    net_spec_totals tot;
+    OK(net_spec_totals_get(s, &tot, &err));
+    assert_int_equal(fl, tot.flops_infer);
+    net_profile_reset(a, 0);
+    OK(net_profile_get(a, 0, &pr, &err));
+    assert_true(pr.seconds == 0.0);
+    assert_int_equal(net_profile_get(a, 4, &pr, &err), PID_ERR_ARG);
+    assert_int_equal(net_profile_get(tn, 0, &pr, &err), PID_ERR_UNSUPPORTED);
+    free(p2);
+    free(x);
+    free(params);
+    free(bufs);
+    net_destroy(a);
+    net_destroy(b);
+    net_destroy(tn);
+    net_spec_destroy(s);
+}
+
+/* The inference net's memory does not grow with max_batch beyond the logits
+ * (and the training net's does: every layer output and its gradient). */
+static void test_infer_memory(void **state)
+{
+    (void)state;
+    net_spec *s = build_spec("conv1d(16,k9,s2,p4) bn relu maxpool(2) conv1d(32,k7,s2,p3) bn relu "
+                             "maxpool(2) gpool dense(32) relu head",
+                             "1x3501", 10);
+    net *tn = NULL, *small = NULL, *big = NULL;
+    OK(net_create(&tn, s, cpu, 1, 5, &err));
+    float *params = NULL, *bufs = NULL;
+    trained_like(tn, &params, &bufs);
+    net_infer_opts o = {2, 8, 0};
+    OK(net_create_infer(&small, s, cpu, 8, params, bufs, &o, &err));
+    OK(net_create_infer(&big, s, cpu, 4096, params, bufs, &o, &err));
+    size_t grow = net_infer_bytes(big) - net_infer_bytes(small);
+    printf("  inference net: %zu bytes at max_batch 8, %zu at 4096\n", net_infer_bytes(small),
+           net_infer_bytes(big));
+    /* The logits: (4096 - 8) frames x 10 classes (+ 64-byte rounding). */
+    assert_true(grow <= sizeof(float) * (4096 - 8) * 10 + 64);
+    /* Two workers of 8 frames: the two largest layer outputs (16x1751
+     * before the fused pool is never stored: 16x875 and 32x219) ... a few
+     * slots of chunk x the largest output, far below one frame's training
+     * activations x 4096. */
+    assert_true(net_infer_bytes(small) < 8u << 20);
+    free(params);
+    free(bufs);
+    net_destroy(small);
+    net_destroy(big);
+    net_destroy(tn);
+    net_spec_destroy(s);
+}
+
+/* Inference net on CUDA (the reference kernels, cuBLAS) vs on the CPU. */
+static void test_infer_cuda_parity(void **state)
+{
+    (void)state;
+    if (pid_backend_cuda_device_count() <= 0) {
+        printf("  inference CUDA parity: skipped, no CUDA device visible\n");
+        skip();
+    }
+    pid_backend *gpu = NULL;
+    OK(pid_backend_create(&gpu, "cuda", 0, &err));
+    const char *text = "conv1d(8,k5,s2,p2) bn relu maxpool(2) res(conv1d(8,k3,p1) bn relu) "
+                       "res(conv1d(12,k3,s2,p1) bn) relu gpool dense(16) bn relu dropout(0.2) "
+                       "head(sigmoid,fractions)";
+    const int b = 9, c = 4;
+    net_spec *s = build_spec(text, "1x300", c);
+    net *tn = NULL, *nc = NULL, *ng = NULL;
+    OK(net_create(&tn, s, cpu, b, 3, &err));
+    float *params = NULL, *bufs = NULL;
+    trained_like(tn, &params, &bufs);
+    OK(net_create_infer(&nc, s, cpu, b, params, bufs, NULL, &err));
+    OK(net_create_infer(&ng, s, gpu, b, params, bufs, NULL, &err));
+    float *x = rnd((size_t)b * 300, 46, -1.0f, 1.0f);
+    float *zg = malloc(sizeof(float) * (size_t)(b * c)),
+          *fg = malloc(sizeof(float) * (size_t)(b * c));
+    OK(pid_backend_upload(gpu, net_input_buffer(ng), x, sizeof(float) * (size_t)b * 300, &err));
+    OK(net_forward(nc, x, b, 0, &err));
+    OK(net_forward(ng, net_input_buffer(ng), b, 0, &err));
+    OK(pid_backend_download(gpu, zg, net_logits(ng), sizeof(float) * (size_t)(b * c), &err));
+    OK(pid_backend_download(gpu, fg, net_fraction_logits(ng), sizeof(float) * (size_t)(b * c),
+                            &err));
+    OK(pid_backend_sync(gpu, &err));
+    double dz = logit_diff(net_logits(nc), zg, (size_t)(b * c));
+    double df = logit_diff(net_fraction_logits(nc), fg, (size_t)(b * c));
+    printf("  inference CUDA parity: logits %.2e, fractions %.2e\n", dz, df);
+    assert_true(dz <= PARITY_TOL && df <= PARITY_TOL);
+    free(zg);
+    free(fg);
+    free(x);
+    free(params);
+    free(bufs);
+    net_destroy(tn);
+    net_destroy(nc);
+    net_destroy(ng);
+    net_spec_destroy(s);
+    pid_backend_destroy(gpu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +783,10 @@ int main(void)
         cmocka_unit_test(test_learns),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_cuda_parity),
+        cmocka_unit_test(test_infer_matches_training),
+        cmocka_unit_test(test_infer_api),
+        cmocka_unit_test(test_infer_memory),
+        cmocka_unit_test(test_infer_cuda_parity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,8 @@
 /* Unit tests for the network operations (kernels/nn.h): every CPU backward
  * against central finite differences of its CPU forward, forwards against
- * hand-computed cases, the BN fold, a hand-computed AdamW update, and CPU vs
- * CUDA parity on random inputs (skipped without a device). */
+ * hand-computed cases, the BN fold, a hand-computed AdamW update, the fused
+ * inference ops against the reference ops at every CPU vector level, and CPU
+ * vs CUDA parity on random inputs (skipped without a device). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +27,13 @@
 #define FD_ATOL 2e-3
 /* CPU vs CUDA: max |cuda - cpu| / max |cpu| over each output below 1e-4. */
 #define PARITY_TOL 1e-4
+/* Fused inference ops vs the reference ops they replace (conv / dense, then
+ * activation, then max pool), on the CPU at every vector level: max |diff| /
+ * max |reference| below 1e-5 (the sums of <= 200 products run in another
+ * order: float rounding is ~1e-7 relative). */
+#define FUSED_TOL 1e-5
+
+#define FB(n) (sizeof(float) * (size_t)(n))
 
 static pid_backend *cpu;
 static pid_error err;
@@ -482,6 +490,164 @@ static void test_bn_fold(void **state)
         free(work);
 }
 
+/* ------------------------------------------------------ fused inference ops */
+
+static double rel_err(const float *a, const float *ref, size_t n)
+{
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - ref[i]));
+        mr = fmax(mr, fabs((double)ref[i]));
+    }
+    return md / fmax(mr, 1e-30);
+}
+
+static void ref_act(k_nn_act act, float *y, size_t n)
+{
+    if (act == K_NN_ACT_RELU) OK(k_nn_relu_forward(cpu, y, y, n, &err));
+    if (act == K_NN_ACT_GELU) OK(k_nn_gelu_forward(cpu, y, y, n, &err));
+}
+
+/* Reference for the fused conv: k_nn_conv_forward, + residual, activation,
+ * then k_nn_maxpool_forward (window = stride = pool), k_nn_global_avgpool_
+ * forward (pool 0) or nothing (pool 1), into yp. */
+static void fused_reference(k_nn_conv s, const float *x, const float *w, const float *b,
+                            const float *res, k_nn_act act, int pool, float *y, float *yp)
+{
+    int ho, wo;
+    OK(k_nn_conv_out(&s, &ho, &wo, &err));
+    size_t ny = (size_t)s.n * s.c_out * ho * wo;
+    float *work = malloc(FB(k_nn_conv_work_floats(&s)));
+    int32_t *am = malloc(sizeof(int32_t) * ny);
+    OK(k_nn_conv_forward(cpu, &s, x, w, b, y, work, &err));
+    if (res) OK(k_nn_add(cpu, y, res, y, ny, &err));
+    ref_act(act, y, ny);
+    if (pool > 1) {
+        k_nn_pool ps = k_nn_pool1d_shape(s.n * s.c_out, 1, wo, pool, pool);
+        OK(k_nn_maxpool_forward(cpu, &ps, y, yp, am, &err));
+    } else if (pool == K_NN_POOL_GLOBAL_AVG) {
+        OK(k_nn_global_avgpool_forward(cpu, y, yp, s.n, s.c_out, ho * wo, &err));
+    } else {
+        memcpy(yp, y, FB(ny));
+    }
+    free(work), free(am);
+}
+
+/* The fused conv on backend `be` (with and without bias and residual)
+ * against fused_reference. */
+static void fused_conv_case(pid_backend *be, const char *tag, k_nn_conv s, k_nn_act act, int pool)
+{
+    int ho, wo;
+    OK(k_nn_conv_out(&s, &ho, &wo, &err));
+    size_t nx = (size_t)s.n * s.c_in * s.h_in * s.w_in,
+           nw = (size_t)s.c_out * s.c_in * s.k_h * s.k_w;
+    size_t ny = (size_t)s.n * s.c_out * ho * wo;
+    size_t np = pool == K_NN_POOL_GLOBAL_AVG ? (size_t)s.n * s.c_out
+                                             : (size_t)s.n * s.c_out * ho * (wo / pool);
+    float *x = rnd(nx, 130, -1, 1), *w = rnd(nw, 131, -1, 1), *b = rnd(s.c_out, 132, -1, 1);
+    float *res = rnd(ny, 133, -1, 1);
+    float *y = malloc(FB(ny)), *yp = malloc(FB(np)), *yf = malloc(FB(np) + 4);
+    float *fwork = malloc(FB(k_nn_conv_fused_work_floats(&s, pool)));
+    double worst = 0.0;
+    for (int v = 0; v < 3; v++) {
+        const float *bv = v == 1 ? NULL : b, *rv = v == 2 ? res : NULL;
+        fused_reference(s, x, w, bv, rv, act, pool, y, yp);
+        yf[np] = 12345.0f; /* guard: nothing written past the output */
+        OK(k_nn_conv_forward_fused(be, &s, x, w, bv, rv, act, pool, yf, fwork, &err));
+        double e = rel_err(yf, yp, np);
+        worst = fmax(worst, e);
+        if (!(e <= FUSED_TOL))
+            fail_msg("fused conv %s (%s, bias %d, residual %d): relative error %.3g", tag,
+                     pid_cpu_isa_name(pid_backend_cpu_isa(be)), bv != NULL, rv != NULL, e);
+        assert_true(yf[np] == 12345.0f);
+    }
+    printf("  fused conv %-12s %-7s act %d pool %d: rel %.2e\n", tag,
+           pid_cpu_isa_name(pid_backend_cpu_isa(be)), (int)act, pool, worst);
+    free(x), free(w), free(b), free(res), free(y), free(yp), free(yf), free(fwork);
+}
+
+static void fused_dense_case(pid_backend *be, int n, int in, int out, k_nn_act act, int bias)
+{
+    float *x = rnd((size_t)n * in, 140, -1, 1), *w = rnd((size_t)out * in, 141, -1, 1);
+    float *b = bias ? rnd(out, 142, -1, 1) : NULL;
+    float *y = malloc(FB(n * out)), *yf = malloc(FB(n * out));
+    OK(k_nn_dense_forward(cpu, x, w, b, y, n, in, out, &err));
+    ref_act(act, y, (size_t)n * out);
+    OK(k_nn_dense_forward_fused(be, x, w, b, act, yf, n, in, out, &err));
+    double e = rel_err(yf, y, (size_t)n * out);
+    if (!(e <= FUSED_TOL))
+        fail_msg("fused dense n=%d in=%d out=%d act %d (%s): relative error %.3g", n, in, out,
+                 (int)act, pid_cpu_isa_name(pid_backend_cpu_isa(be)), e);
+    free(x), free(w), free(b), free(y), free(yf);
+}
+
+static void test_fused(void **state)
+{
+    /* Hand case: kernel [1, 0, -1], pad 1, ReLU: max(x_{i-1} - x_{i+1}, 0)
+     * = [0, 0, 0, 0, 4]; with max pool 2: [0, 0]. */
+    float x[5] = {1, 2, 3, 4, 5}, k3[3] = {1, 0, -1}, y[5];
+    k_nn_conv s = k_nn_conv1d_shape(1, 1, 5, 1, 3, 1, 1, 1);
+    float *work = malloc(FB(k_nn_conv_fused_work_floats(&s, 1)));
+    OK(k_nn_conv_forward_fused(cpu, &s, x, k3, NULL, NULL, K_NN_ACT_RELU, 1, y, work, &err));
+    assert_true(y[0] == 0 && y[1] == 0 && y[2] == 0 && y[3] == 0 && y[4] == 4);
+    OK(k_nn_conv_forward_fused(cpu, &s, x, k3, NULL, NULL, K_NN_ACT_NONE, 2, y, work, &err));
+    assert_true(y[0] == -2 && y[1] == -2);
+    /* Refusals: pooling a 2-D shape, a pool wider than the output, an
+     * unknown activation, sizes. */
+    k_nn_conv s2d = {1, 1, 3, 3, 1, 2, 2, 1, 1, 0, 0, 1, 1};
+    assert_int_equal(k_nn_conv_fused_work_floats(&s2d, 2), 0);
+    assert_int_equal(
+        k_nn_conv_forward_fused(cpu, &s2d, x, k3, NULL, NULL, K_NN_ACT_NONE, 2, y, work, &err),
+        PID_ERR_ARG);
+    assert_int_equal(
+        k_nn_conv_forward_fused(cpu, &s, x, k3, NULL, NULL, K_NN_ACT_NONE, 6, y, work, &err),
+        PID_ERR_ARG);
+    assert_int_equal(
+        k_nn_conv_forward_fused(cpu, &s, x, k3, NULL, NULL, (k_nn_act)7, 1, y, work, &err),
+        PID_ERR_ARG);
+    assert_int_equal(k_nn_dense_forward_fused(cpu, x, k3, NULL, K_NN_ACT_NONE, y, 0, 3, 1, &err),
+                     PID_ERR_ARG);
+    free(work);
+
+    /* Every vector level this CPU has, against the reference ops. */
+    for (int isa = PID_CPU_ISA_GENERIC; isa <= PID_CPU_ISA_AVX512; isa++) {
+        pid_backend *be = NULL;
+        OK(pid_backend_create(&be, "cpu", 1, &err));
+        if ((int)pid_backend_set_cpu_isa(be, (pid_cpu_isa)isa) != isa) {
+            printf("  fused ops: %s not supported here, skipped\n",
+                   pid_cpu_isa_name((pid_cpu_isa)isa));
+            pid_backend_destroy(be);
+            continue;
+        }
+        /* First layer of an XRD net: 1 channel, stride 2, fused pool. */
+        fused_conv_case(be, "c1 s2", k_nn_conv1d_shape(3, 1, 301, 16, 9, 2, 4, 1), K_NN_ACT_RELU,
+                        2);
+        /* Odd everything: even kernel, stride 3, dilation 2, pool 3, GELU,
+         * c_out not a multiple of 8. */
+        fused_conv_case(be, "s3 d2", k_nn_conv1d_shape(2, 5, 97, 11, 4, 3, 1, 2), K_NN_ACT_GELU, 3);
+        /* Stride 1, 1x1, no activation; short rows (5 and 2 outputs). */
+        fused_conv_case(be, "k1", k_nn_conv1d_shape(2, 16, 64, 24, 1, 1, 0, 1), K_NN_ACT_NONE, 1);
+        fused_conv_case(be, "short", k_nn_conv1d_shape(2, 7, 5, 3, 3, 1, 1, 1), K_NN_ACT_RELU, 1);
+        fused_conv_case(be, "tiny", k_nn_conv1d_shape(1, 2, 3, 9, 2, 1, 0, 1), K_NN_ACT_RELU, 2);
+        /* Rows of 109 and 54 (tile choice), 64 channels in. */
+        fused_conv_case(be, "w109", k_nn_conv1d_shape(2, 64, 109, 16, 3, 1, 1, 1), K_NN_ACT_RELU,
+                        1);
+        fused_conv_case(be, "w54", k_nn_conv1d_shape(2, 32, 54, 20, 3, 1, 1, 1), K_NN_ACT_RELU, 2);
+        /* Global average pooling (1-D; 2-D below). */
+        fused_conv_case(be, "gavg", k_nn_conv1d_shape(3, 6, 77, 10, 3, 1, 1, 1), K_NN_ACT_RELU,
+                        K_NN_POOL_GLOBAL_AVG);
+        /* 2-D with stride, padding and dilation in h. */
+        k_nn_conv c2 = {2, 3, 13, 11, 5, 3, 3, 2, 2, 1, 1, 2, 1};
+        fused_conv_case(be, "2d", c2, K_NN_ACT_RELU, 1);
+        fused_conv_case(be, "2d gavg", c2, K_NN_ACT_GELU, K_NN_POOL_GLOBAL_AVG);
+        fused_dense_case(be, 7, 37, 11, K_NN_ACT_RELU, 1);
+        fused_dense_case(be, 4, 64, 8, K_NN_ACT_NONE, 0);
+        fused_dense_case(be, 1, 5, 3, K_NN_ACT_GELU, 1);
+        fused_dense_case(be, 9, 300, 83, K_NN_ACT_NONE, 1);
+        pid_backend_destroy(be);
+    }
+}
+
 /* ------------------------------------------------------ CUDA parity */
 
 static pid_backend *gpu;
@@ -518,8 +684,6 @@ static void same(const char *what, void *d, const float *h, size_t n)
     free(g);
     pid_backend_free(gpu, d);
 }
-
-#define FB(n) (sizeof(float) * (size_t)(n))
 
 static void parity_dense_act_loss_optim(void)
 {
@@ -739,6 +903,37 @@ static void parity_pool_norm(void)
     free(w), free(bw);
 }
 
+static void parity_fused(const char *tag, k_nn_conv s, k_nn_act act, int pool)
+{
+    int ho, wo;
+    OK(k_nn_conv_out(&s, &ho, &wo, &err));
+    size_t nx = (size_t)s.n * s.c_in * s.h_in * s.w_in,
+           nw = (size_t)s.c_out * s.c_in * s.k_h * s.k_w;
+    size_t nr = (size_t)s.n * s.c_out * ho * wo, nk = k_nn_conv_fused_work_floats(&s, pool);
+    size_t ny = pool == K_NN_POOL_GLOBAL_AVG ? (size_t)s.n * s.c_out
+                                             : (size_t)s.n * s.c_out * ho * (wo / pool);
+    float *x = rnd(nx, 150, -1, 1), *w = rnd(nw, 151, -1, 1), *b = rnd(s.c_out, 152, -1, 1);
+    float *r = rnd(nr, 156, -1, 1), *y = malloc(FB(ny)), *work = malloc(FB(nk));
+    OK(k_nn_conv_forward_fused(cpu, &s, x, w, b, r, act, pool, y, work, &err));
+    void *gx = dev(x, FB(nx)), *gw = dev(w, FB(nw)), *gb = dev(b, FB(s.c_out)),
+         *gr = dev(r, FB(nr)), *gwork = dev(NULL, FB(nk)), *gy = dev(NULL, FB(ny));
+    OK(k_nn_conv_forward_fused(gpu, &s, gx, gw, gb, gr, act, pool, gy, gwork, &err));
+    same(tag, gy, y, ny);
+    pid_backend_free(gpu, gx), pid_backend_free(gpu, gw), pid_backend_free(gpu, gb);
+    pid_backend_free(gpu, gr), pid_backend_free(gpu, gwork);
+    free(x), free(w), free(b), free(r), free(y), free(work);
+    int n = 6, in = 45, out = 13;
+    x = rnd((size_t)n * in, 153, -1, 1), w = rnd((size_t)out * in, 154, -1, 1),
+    b = rnd(out, 155, -1, 1), y = malloc(FB(n * out));
+    OK(k_nn_dense_forward_fused(cpu, x, w, b, act, y, n, in, out, &err));
+    gx = dev(x, FB(n * in)), gw = dev(w, FB(out * in)), gb = dev(b, FB(out)),
+    gy = dev(NULL, FB(n * out));
+    OK(k_nn_dense_forward_fused(gpu, gx, gw, gb, act, gy, n, in, out, &err));
+    same("dense fused y", gy, y, (size_t)n * out);
+    pid_backend_free(gpu, gx), pid_backend_free(gpu, gw), pid_backend_free(gpu, gb);
+    free(x), free(w), free(b), free(y);
+}
+
 static void test_cuda_parity(void **state)
 {
     if (pid_backend_cuda_device_count() <= 0) {
@@ -752,6 +947,10 @@ static void test_cuda_parity(void **state)
     k_nn_conv s2 = {3, 4, 17, 23, 6, 3, 5, 2, 1, 1, 2, 2, 1};
     parity_conv("conv2d", s2);
     parity_pool_norm();
+    parity_fused("conv fused 1d y", k_nn_conv1d_shape(4, 3, 301, 12, 9, 2, 4, 1), K_NN_ACT_RELU, 2);
+    k_nn_conv f2 = {3, 4, 17, 23, 6, 3, 5, 2, 1, 1, 2, 2, 1};
+    parity_fused("conv fused 2d y", f2, K_NN_ACT_GELU, 1);
+    parity_fused("conv fused gavg y", f2, K_NN_ACT_RELU, K_NN_POOL_GLOBAL_AVG);
     pid_backend_destroy(gpu);
 }
 
@@ -769,11 +968,11 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dense),       cmocka_unit_test(test_act),
-        cmocka_unit_test(test_loss),        cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_conv),        cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_batchnorm),   cmocka_unit_test(test_bn_fold),
-        cmocka_unit_test(test_cuda_parity),
+        cmocka_unit_test(test_dense),     cmocka_unit_test(test_act),
+        cmocka_unit_test(test_loss),      cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_conv),      cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_batchnorm), cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_fused),     cmocka_unit_test(test_cuda_parity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
