@@ -64,7 +64,11 @@ static void classify_usage(FILE *f)
             "               the model's fractions head, else 1.0 for a single predicted\n"
             "               phase and null when several are predicted; 0.0 for others\n"
             "  unknown_score  energy -T logsumexp(logits / T): higher = less like the\n"
-            "               training phases; unknown is true above the model's threshold\n"
+            "               training phases\n"
+            "  residual     fraction of the pattern's peak intensity the predicted phases'\n"
+            "               simulated sticks (cells fitted) do not explain; null when the\n"
+            "               model has no residual check\n"
+            "  unknown      true when unknown_score or residual exceeds the model's threshold\n"
             "TSV output: a header line, then one line per listed phase with the columns\n"
             "  file row rank name formula probability fraction unknown_score unknown\n"
             "  (row is - for text files, fraction NA when unknown, unknown 0/1).\n"
@@ -140,6 +144,8 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
             }
             fputs("], \"unknown_score\": ", stdout);
             json_num(r->unknown_score[f]);
+            fputs(", \"residual\": ", stdout);
+            json_num(r->residual[f]);
             printf(", \"unknown\": %s}", r->unknown[f] ? "true" : "false");
         } else {
             for (int j = 0; j < rc->top; j++) {

@@ -16,6 +16,8 @@ int cli_match(int argc, char **argv);
 int cli_arch(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_classify(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+int cli_stream(int argc, char **argv);
 /* `phaseid synth xrd --sticks FILE.cif ...` (called by cli_synth). */
 int cli_synth_sticks(int argc, char **argv);
 

@@ -12,6 +12,8 @@ static const cli_command commands[] = {
     {"arch", "parameters and FLOPs per frame of a network spec", cli_arch},
     {"train", "train a phase-identification network on simulated patterns", cli_train},
     {"classify", "identify the phases of measured patterns with a trained model", cli_classify},
+    {"serve", "serve models over HTTP (KServe v2, streams, events, metrics)", cli_serve},
+    {"stream", "stream frames (demo scenarios or a file) to a server, print results", cli_stream},
 };
 
 static void usage(FILE *f)

@@ -4,13 +4,19 @@
 #include "models/classify.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "models/calib.h"
 #include "models/net.h"
+#include "models/residual.h"
 #include "models/spec.h"
+#include "core/log.h"
+#include "synth/cif.h"
+#include "synth/phaselib.h"
 
 /* SNIP half windows for the model's background removal (same 1.5 deg as the
  * physics baseline in synth/match.c; ~the same width in Q near 45 deg Cu). */
@@ -24,10 +30,80 @@ struct cls_classifier {
     net *net;
     int max_batch;
     int64_t frame_size;
-    float *logits;   /* host [max_batch, K] */
-    float *flogits;  /* host [max_batch, K], NULL without a fractions head */
-    double *scratch; /* host [K] */
+    float *logits;      /* host [max_batch, K] */
+    float *flogits;     /* host [max_batch, K], NULL without a fractions head */
+    double *scratch;    /* host [K] */
+    rsd_table *rsd;     /* physics residual check, NULL when off */
+    float *rsd_scratch; /* [threads][rsd_scratch_floats] */
+    int rsd_threads;
 };
+
+/* The CIF of model phase i: its recorded source when readable, else the
+ * built-in library's file of that name. The structure whose name matches
+ * (or the file's only one) goes to *out (caller destroys). */
+static pid_status phase_structure(const mf_phase *ph, pid_structure **out, pid_error *err)
+{
+    char path[1200], dir[600];
+    const char *cand[2] = {NULL, NULL};
+    if (ph->source && ph->source[0] && access(ph->source, R_OK) == 0) cand[0] = ph->source;
+    if (pid_phaselib_builtin_dir(dir, sizeof dir, err) == PID_OK) {
+        snprintf(path, sizeof path, "%s/%s.cif", dir, ph->name);
+        if (access(path, R_OK) == 0) cand[1] = path;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!cand[i]) continue;
+        pid_structure *arr = NULL;
+        int n = 0;
+        if (pid_cif_read(cand[i], &arr, &n, err) || n < 1) continue;
+        int pick = 0;
+        for (int j = 0; j < n; j++)
+            if (!strcmp(arr[j].name, ph->name)) pick = j;
+        pid_status st = pid_structure_clone(&arr[pick], out, err);
+        pid_structure_array_destroy(arr, n);
+        if (!st) return PID_OK;
+    }
+    return pid_fail(err, PID_ERR_IO, "no readable CIF for phase '%s'", ph->name);
+}
+
+/* Build the residual check when the model asks for it; on any failure the
+ * check is off (a warning says why) and classification goes on. */
+static void residual_setup(cls_classifier *c, int threads)
+{
+    const mf_model *m = c->model;
+    if (!(m->residual_threshold > 0) || m->grid.axis != 0) return;
+    const int64_t k = m->n_classes;
+    pid_structure **ph = calloc((size_t)k, sizeof *ph);
+    pid_error e;
+    pid_error_clear(&e);
+    int ok = ph != NULL;
+    for (int64_t i = 0; ok && i < k; i++)
+        ok = phase_structure(&m->phases[i], &ph[i], &e) == PID_OK;
+    if (ok) {
+        ok = rsd_create(&c->rsd, (const pid_structure *const *)ph, (int)k, m->grid.x0, m->grid.step,
+                        (int)m->grid.n_points, m->grid.n_lines, m->grid.wavelength_a,
+                        m->grid.wavelength_weight, m->residual_strain_max, &e) == PID_OK;
+    }
+    for (int64_t i = 0; ph && i < k; i++)
+        pid_structure_destroy(ph[i]);
+    free(ph);
+    if (ok) {
+        c->rsd_threads = threads > 0 ? threads : 1;
+        c->rsd_scratch =
+            malloc(sizeof(float) * (size_t)rsd_scratch_floats(c->rsd) * (size_t)c->rsd_threads);
+        ok = c->rsd_scratch != NULL;
+        if (!ok) pid_fail(&e, PID_ERR_NOMEM, "out of memory");
+    }
+    if (!ok) {
+        PID_LOGW("classify: physics residual check off: %s", e.msg);
+        rsd_destroy(c->rsd);
+        c->rsd = NULL;
+    }
+}
+
+int cls_has_residual(const cls_classifier *c)
+{
+    return c->rsd != NULL;
+}
 
 pid_status cls_open(cls_classifier **out, const char *model_path, const char *device, int max_batch,
                     pid_error *err)
@@ -85,6 +161,7 @@ pid_status cls_open_opts(cls_classifier **out, const char *model_path, const cls
         st = pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
         goto fail;
     }
+    if (!opts->no_residual) residual_setup(c, pid_backend_threads(c->be));
     *out = c;
     return PID_OK;
 fail:
@@ -102,6 +179,8 @@ void cls_close(cls_classifier *c)
     free(c->logits);
     free(c->flogits);
     free(c->scratch);
+    rsd_destroy(c->rsd);
+    free(c->rsd_scratch);
     free(c);
 }
 
@@ -288,7 +367,9 @@ pid_status cls_results_create(cls_results **out, const cls_classifier *c, int ca
     r->fraction = malloc(nk * sizeof *r->fraction);
     r->unknown_score = malloc((size_t)capacity * sizeof *r->unknown_score);
     r->unknown = malloc((size_t)capacity * sizeof *r->unknown);
-    if (!r->prob || !r->order || !r->present || !r->fraction || !r->unknown_score || !r->unknown) {
+    r->residual = malloc((size_t)capacity * sizeof *r->residual);
+    if (!r->prob || !r->order || !r->present || !r->fraction || !r->unknown_score || !r->unknown ||
+        !r->residual) {
         cls_results_destroy(r);
         return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
     }
@@ -305,6 +386,7 @@ void cls_results_destroy(cls_results *r)
     free(r->fraction);
     free(r->unknown_score);
     free(r->unknown);
+    free(r->residual);
     free(r);
 }
 
@@ -371,6 +453,54 @@ static void postprocess(const cls_classifier *c, const float *z, const float *fz
     r->unknown[f] = r->unknown_score[f] > m->unknown_threshold;
 }
 
+/* The residual check over frames [f0, f0 + b): worker w of nw takes every
+ * nw-th frame with its own scratch. */
+typedef struct {
+    const cls_classifier *c;
+    const float *frames; /* host, frame f0 first */
+    cls_results *r;
+    int f0, b, w, nw;
+} rsd_job;
+
+static void *rsd_work(void *arg)
+{
+    rsd_job *j = arg;
+    const cls_classifier *c = j->c;
+    const size_t fs = (size_t)c->frame_size;
+    const int64_t k = c->model->n_classes;
+    float *scr = c->rsd_scratch + (size_t)j->w * (size_t)rsd_scratch_floats(c->rsd);
+    for (int i = j->w; i < j->b; i += j->nw) {
+        int f = j->f0 + i;
+        double v = rsd_unexplained(c->rsd, j->frames + (size_t)i * fs,
+                                   j->r->present + (size_t)f * (size_t)k, scr);
+        j->r->residual[f] = v;
+        if (v > c->model->residual_threshold) j->r->unknown[f] = 1;
+    }
+    return NULL;
+}
+
+static void residual_pass(const cls_classifier *c, const float *frames, int f0, int b,
+                          cls_results *r)
+{
+    enum { MAX_W = 64 };
+    int nw = c->rsd_threads < b ? c->rsd_threads : b;
+    if (nw > MAX_W) nw = MAX_W;
+    rsd_job jobs[MAX_W];
+    pthread_t tid[MAX_W];
+    int started[MAX_W] = {0};
+    for (int w = 0; w < nw; w++)
+        jobs[w] = (rsd_job){.c = c, .frames = frames, .r = r, .f0 = f0, .b = b, .w = w, .nw = nw};
+    for (int w = 1; w < nw; w++)
+        started[w] = pthread_create(&tid[w], NULL, rsd_work, &jobs[w]) == 0;
+    rsd_work(&jobs[0]);
+    for (int w = 1; w < nw; w++) {
+        if (started[w])
+            pthread_join(tid[w], NULL);
+        else
+            rsd_work(&jobs[w]);
+    }
+}
+
 pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *results,
                    pid_error *err)
 {
@@ -408,7 +538,9 @@ pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *r
                                     "classify: non-finite logit for frame %d", f0 + i);
             postprocess(c, z, c->flogits ? c->flogits + (size_t)i * (size_t)k : NULL, results,
                         f0 + i);
+            results->residual[f0 + i] = NAN;
         }
+        if (c->rsd) residual_pass(c, frames + (size_t)f0 * fs, f0, b, results);
     }
     results->n = n;
     return PID_OK;

@@ -37,7 +37,12 @@ typedef struct cls_classifier cls_classifier;
  *               0 for absent classes
  *   unknown_score  energy -T * logsumexp(z / T) of the head logits (higher =
  *               less like the training phases)
- *   unknown     1 when unknown_score > the model's unknown_threshold */
+ *   residual    physics residual (models/residual.h): the fraction of the
+ *               frame's peak intensity the present phases do not explain; NaN
+ *               when the residual check is off (no threshold in the model
+ *               file, a Q-axis model, a phase CIF not found, or no_residual)
+ *   unknown     1 when unknown_score > the model's unknown_threshold, or the
+ *               residual > the model's residual_threshold */
 typedef struct {
     int capacity;
     int n; /* frames filled by the last cls_run */
@@ -47,6 +52,7 @@ typedef struct {
     uint8_t *present;
     float *fraction;
     double *unknown_score;
+    double *residual;
     uint8_t *unknown;
 } cls_results;
 
@@ -71,6 +77,8 @@ typedef struct {
     int training_net;   /* 1: a training net (net_create: every layer's output and gradient
                          * kept, BN not folded, one thread) run with training = 0, the
                          * engine before inference nets; for comparisons and tests */
+    int no_residual;    /* 1: skip the physics residual check (faster; unknown from the
+                         * energy score alone) */
 } cls_options;
 
 /* Like cls_open; by default the network is an inference net
@@ -90,6 +98,8 @@ int cls_threads(const cls_classifier *c);
 /* The vector level of the CPU kernels ("avx512", "avx2", "generic"; "cuda"
  * on a CUDA backend). */
 const char *cls_cpu_kernels(const cls_classifier *c);
+/* 1 when cls_run applies the physics residual check. */
+int cls_has_residual(const cls_classifier *c);
 
 /* The loaded model (owned by c, valid until cls_close); values per frame
  * (the input shape's count); the backend's name ("cpu" / "cuda"). */

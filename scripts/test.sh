@@ -19,9 +19,9 @@ VENV="$ROOT/build/venv-test"
 if [[ ! -x "$VENV/bin/python" ]]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import pymatgen.analysis.diffraction.xrd, h5py" 2>/dev/null; then
-  echo "phaseid test: installing pymatgen and h5py into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check pymatgen h5py
+if ! "$VENV/bin/python" -c "import pymatgen.analysis.diffraction.xrd, h5py, tritonclient.http, selenium" 2>/dev/null; then
+  echo "phaseid test: installing pymatgen, h5py, tritonclient and selenium into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check pymatgen h5py "tritonclient[http]" selenium
 fi
 PY="$VENV/bin/python"
 

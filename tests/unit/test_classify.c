@@ -493,10 +493,10 @@ static void test_run_engines(void **state)
     assert_int_equal(cls_results_create(&rr, ref, NF, &err), PID_OK);
     assert_int_equal(cls_run(ref, frames, NF, rr, &err), PID_OK);
     const cls_options variants[] = {
-        {"cpu", 7, 0, 0, 0, 0},  /* the default: all cores, automatic chunk */
-        {"cpu", 7, 1, 0, 0, 0},  /* one thread */
-        {"cpu", 13, 2, 1, 0, 0}, /* two threads, one frame per chunk */
-        {"cpu", 4, 2, 0, 1, 0},  /* reference kernels */
+        {"cpu", 7, 0, 0, 0, 0, 0},  /* the default: all cores, automatic chunk */
+        {"cpu", 7, 1, 0, 0, 0, 0},  /* one thread */
+        {"cpu", 13, 2, 1, 0, 0, 0}, /* two threads, one frame per chunk */
+        {"cpu", 4, 2, 0, 1, 0, 0},  /* reference kernels */
     };
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
         cls_classifier *c = NULL;

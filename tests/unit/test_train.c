@@ -438,6 +438,78 @@ static void test_outlier_exposure(void **state)
     free(xk);
 }
 
+/* The physics residual check end to end: a model trained on the 4 test
+ * phases stores a residual threshold; classification applies it; patterns of
+ * its own phases are rarely flagged, patterns of brucite (not among them)
+ * mostly are, and no_residual switches the check off. */
+static void test_residual_flag(void **state)
+{
+    (void)state;
+    enum { N = 120 };
+    const int p = 1401;
+    train_opts o;
+    small_opts(&o);
+    o.steps = 300;
+    char path[512], demo[600], data[512];
+    snprintf(path, sizeof path, "%s/resid.h5", tmpdir);
+    train_result r;
+    OK(train_run(lib, &o, cpu, path, &r, &err));
+    assert_true(r.residual_threshold > 0);
+    OK(pid_phaselib_builtin_dir(data, sizeof data, &err));
+    snprintf(demo, sizeof demo, "%s/../demo", data);
+    pid_phaselib *dl = NULL;
+    OK(pid_phaselib_load(demo, &dl, &err));
+    float *xk = malloc(sizeof(float) * N * (size_t)p), *xu = malloc(sizeof(float) * N * (size_t)p);
+    assert_non_null(xk);
+    assert_non_null(xu);
+    pid_xrd_dataset_opts go = o.gen;
+    go.seed = 4321;
+    pid_xrd_gen *g = NULL;
+    OK(pid_xrd_gen_create(&g, lib, &go, &err));
+    OK(pid_xrd_generate(g, 0, N, xk, NULL, NULL, NULL, &err));
+    pid_xrd_gen_destroy(g);
+    OK(pid_xrd_gen_create(&g, dl, &go, &err));
+    OK(pid_xrd_generate(g, 0, N, xu, NULL, NULL, NULL, &err));
+    pid_xrd_gen_destroy(g);
+    pid_phaselib_destroy(dl);
+
+    for (int off = 0; off < 2; off++) {
+        cls_options co = {.device = "cpu", .max_batch = 32, .no_residual = off};
+        cls_classifier *c = NULL;
+        cls_results *res = NULL;
+        OK(cls_open_opts(&c, path, &co, &err));
+        assert_int_equal(cls_has_residual(c), !off);
+        OK(cls_results_create(&res, c, N, &err));
+        int flag[2] = {0, 0}, resid_flag[2] = {0, 0};
+        for (int set = 0; set < 2; set++) {
+            float *x = set ? xu : xk;
+            for (int i = 0; i < N; i++)
+                OK(cls_prepare_frame(c, x + (size_t)i * p, x + (size_t)i * p, &err));
+            OK(cls_run(c, x, N, res, &err));
+            for (int i = 0; i < N; i++) {
+                flag[set] += res->unknown[i];
+                if (off)
+                    assert_true(isnan(res->residual[i]));
+                else {
+                    assert_true(res->residual[i] >= 0 && res->residual[i] <= 1);
+                    resid_flag[set] += res->residual[i] > cls_model(c)->residual_threshold;
+                }
+            }
+        }
+        printf("  residual check %s: flagged unknown: own phases %d/%d, brucite %d/%d "
+               "(by the residual: %d, %d)\n",
+               off ? "off" : "on", flag[0], N, flag[1], N, resid_flag[0], resid_flag[1]);
+        if (!off) {
+            assert_true(flag[0] <= N * 15 / 100); /* 5 % by the energy threshold by design */
+            assert_true(flag[1] >= N * 8 / 10);
+        }
+        cls_results_destroy(res);
+        cls_close(c);
+    }
+    free(xk);
+    free(xu);
+}
+
 /* Same seed -> the identical loss curve, whatever the generator threads;
  * another seed -> another curve. */
 static void test_reproducible(void **state)
@@ -510,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_generator_matches_file),
         cmocka_unit_test(test_learns),
         cmocka_unit_test(test_outlier_exposure),
+        cmocka_unit_test(test_residual_flag),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_mixtures_resume),
         cmocka_unit_test(test_holdout_calibration),
