@@ -9,7 +9,7 @@ WANT_TEST=0
 [[ "${1:-}" == "--test" ]] && WANT_TEST=1
 
 # Debian packages the build needs (library -dev packages and tools).
-PKGS=(build-essential cmake pkg-config libhdf5-dev libcif-dev libsymspg-dev libxrl-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
+PKGS=(build-essential cmake pkg-config libhdf5-dev libcif-dev libsymspg-dev libxrl-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev curl
       libcmocka-dev libopenblas-dev python3)
 # Test-only: clang + its runtime for libFuzzer and sanitizers, venv for peer tools.
 TEST_PKGS=(clang clang-format libclang-rt-14-dev python3-venv git prometheus chromium chromium-driver wrk)

@@ -332,8 +332,13 @@ static void test_encode_json(void **state)
     assert_string_equal(json_string_value(json_array_get(td, 1)), "alpha");
     assert_string_equal(json_string_value(json_array_get(td, 2)), "alpha");
     json_t *fd = json_object_get(json_array_get(outs, 2), "data");
-    assert_true(json_is_null(json_array_get(fd, 3))); /* NaN fraction */
-    json_t *ud = json_object_get(json_array_get(outs, 4), "data");
+    assert_true(json_is_null(json_array_get(fd, 3)));              /* NaN fraction */
+    json_t *rd = json_object_get(json_array_get(outs, 4), "data"); /* residual */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(outs, 4), "name")),
+                        "residual");
+    assert_true(fabs(json_real_value(json_array_get(rd, 0)) - 0.0) < 1e-9 &&
+                fabs(json_real_value(json_array_get(rd, 1)) - 0.5) < 1e-9);
+    json_t *ud = json_object_get(json_array_get(outs, 5), "data");
     assert_true(json_is_false(json_array_get(ud, 0)) && json_is_true(json_array_get(ud, 1)));
     json_decref(j);
     free(body);
