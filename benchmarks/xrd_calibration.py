@@ -244,10 +244,24 @@ def main():
             "flagged_known_shifted": float((sk > thr).mean()),
             "targets": {"ece_shifted_max": 0.03, "unknown_auroc_min": 0.95},
         }
+        # the classifier's own flag: energy over its threshold, or the physics
+        # residual over its threshold (when the model has the residual check)
+        out["flagged_known_shifted_classifier"] = float(np.mean([r["unknown"]
+                                                                 for r in kr["rows"]]))
+        out["flagged_known_in_dist_classifier"] = float(np.mean(
+            [r["unknown"] for r in res["known_in_dist"]["rows"]]))
+        rk = np.array([r.get("residual") if r.get("residual") is not None else np.nan
+                       for r in kr["rows"]], float)
         if "unknown" in res:
             su = np.array([r["unknown_score"] for r in res["unknown"]["rows"]], float)
             out["unknown_auroc_shifted"] = auroc(sk, su)
             out["flagged_unknown_shifted"] = float((su > thr).mean())
+            out["flagged_unknown_shifted_classifier"] = float(np.mean(
+                [r["unknown"] for r in res["unknown"]["rows"]]))
+            ru = np.array([r.get("residual") if r.get("residual") is not None else np.nan
+                           for r in res["unknown"]["rows"]], float)
+            if np.isfinite(rk).all() and np.isfinite(ru).all():
+                out["residual_auroc_shifted"] = auroc(rk, ru)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(out, f, indent=2)
@@ -271,8 +285,17 @@ def main():
                      f"{out['flagged_unknown_shifted']:.4f}", ""))
     rows.append(("flagged unknown at threshold (known, shifted)",
                  f"{out['flagged_known_shifted']:.4f}", ""))
+    if "residual_auroc_shifted" in out:
+        rows.append(("residual AUROC shifted", f"{out['residual_auroc_shifted']:.4f}", ""))
+    rows.append(("classifier flag (energy or residual): known in-dist",
+                 f"{out['flagged_known_in_dist_classifier']:.4f}", ""))
+    rows.append(("classifier flag: known, shifted",
+                 f"{out['flagged_known_shifted_classifier']:.4f}", ""))
+    if "flagged_unknown_shifted_classifier" in out:
+        rows.append(("classifier flag: held-out phases, shifted",
+                     f"{out['flagged_unknown_shifted_classifier']:.4f}", ""))
     for q, v, t in rows:
-        print(f"{q:44s} {v:>10s}  {t}")
+        print(f"{q:52s} {v:>10s}  {t}")
     print(f"wrote {a.out}")
     return 0
 

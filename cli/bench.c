@@ -486,6 +486,9 @@ static void bench_classify_usage(FILE *f)
                "  --batch B1,B2,...       batch sizes (default 1,64,4096), each 1..65536\n"
                "  --seconds S             time per batch size, 0.1..600 (default 3)\n"
                "  --threads T             CPU threads (default 0: all online cores)\n"
+               "  --no-residual           skip the model's physics residual check (the network\n"
+               "                          alone; by default cls_run includes it when the model\n"
+               "                          has a residual threshold)\n"
                "  --engine E              infer (default): inference net, BN folded, fused\n"
                "                          direct kernels, batch split over the threads;\n"
                "                          reference: the same net on the reference kernels\n"
@@ -668,6 +671,7 @@ static int bench_classify(int argc, char **argv)
     const char *engine = "infer";
     int sizes[BENCHC_MAX_SIZES] = {1, 64, 4096}, n_sizes = 3, profile = 0;
     long threads = 0, chunk = 0, classes = 83;
+    int no_residual = 0;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -677,6 +681,10 @@ static int bench_classify(int argc, char **argv)
         }
         if (!strcmp(o, "--profile")) {
             profile = 1;
+            continue;
+        }
+        if (!strcmp(o, "--no-residual")) {
+            no_residual = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -779,6 +787,7 @@ static int bench_classify(int argc, char **argv)
     co.chunk = (int)chunk;
     co.reference = !strcmp(engine, "reference");
     co.training_net = !strcmp(engine, "train");
+    co.no_residual = no_residual;
     if (cls_open_opts(&c, model, &co, &err)) {
         fprintf(stderr, PROGC ": %s\n", err.msg);
         goto out;

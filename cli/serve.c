@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -43,6 +44,8 @@ static void serve_usage(FILE *f)
                "  --timeout-s S             idle connection timeout and request deadline\n"
                "                            (default 30)\n"
                "  --threads N               HTTP threads (default: CPU count, 2..8)\n"
+               "  --no-residual             skip the models' physics residual check (faster;\n"
+               "                            the unknown flag then comes from the energy score)\n"
                "  -h, --help                show this help\n"
                "\n"
                "Prints 'phaseid serve: listening on http://ADDR:PORT' once ready. SIGTERM or\n"
@@ -68,6 +71,19 @@ static char *read_token(const char *path)
     return n ? strdup(p) : NULL;
 }
 
+/* Self-pipe for the shutdown signals (see cli_serve). */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(sig_pipe[1], &b, 1) < 0) {
+        /* nothing to do in a signal handler */
+    }
+    errno = saved;
+}
+
 int cli_serve(int argc, char **argv)
 {
     srv_config cfg;
@@ -78,6 +94,10 @@ int cli_serve(int argc, char **argv)
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             serve_usage(stdout);
             return 0;
+        }
+        if (!strcmp(o, "--no-residual")) {
+            cfg.no_residual = 1;
+            continue;
         }
         if (i + 1 >= argc)
             return cli_bad_arg(PROG, o, NULL,
@@ -144,12 +164,23 @@ int cli_serve(int argc, char **argv)
     }
     cfg.token = token;
 
-    /* Signals go to this thread only: block them before any thread starts. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* SIGINT / SIGTERM: a handler writes the signal number to a pipe that
+     * this thread reads. (Blocking them here and calling sigwait is not
+     * enough: threads started before main, such as OpenBLAS's pool, do not
+     * inherit the mask, and a signal delivered to one of them would kill the
+     * process.) */
+    if (pipe(sig_pipe) != 0) {
+        perror(PROG ": pipe");
+        free(token);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     pid_h5_quiet();
 
@@ -167,8 +198,13 @@ int cli_serve(int argc, char **argv)
     printf(PROG ": listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "",
            srv_server_port(s));
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
+    unsigned char sig = 0;
+    while (read(sig_pipe[0], &sig, 1) != 1) {
+        if (errno != EINTR) {
+            sig = SIGTERM;
+            break;
+        }
+    }
     fprintf(stderr, PROG ": %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_server_drain(s, (double)cfg.timeout_s + 5.0);
     srv_server_destroy(s);

@@ -1,5 +1,5 @@
 /* Physics residual of a classification (see residual.h): peak picking on a
- * SNIP-corrected frame, then per predicted phase the lattice scale and zero
+ * smoothed frame (by prominence), then per predicted phase the lattice scale and zero
  * shift that explain the most peak intensity with its simulated sticks. */
 #include "models/residual.h"
 
@@ -8,12 +8,14 @@
 #include <string.h>
 
 #include "synth/xrd.h"
-#include "synth/xy.h"
 
 #define RSD_SCALE_STEP 0.001
 /* Non-cubic phases get the per-axis fit when the isotropic one leaves more
  * than this fraction of the peak intensity unexplained. */
 #define RSD_REFINE_BELOW 0.02
+/* ... and only when the one-scale fits of all predicted phases together leave
+ * more than this unexplained (below it the answer cannot reach a threshold). */
+#define RSD_REFINE_ABOVE 0.05
 #define RAD2DEG (180.0 / M_PI)
 
 /* Per stick of a phase: the terms of 1/d^2 = sum_ij G*_ij h_i h_j of the
@@ -29,7 +31,6 @@ typedef struct {
 struct rsd_table {
     int k, n_points, n_scales, n_lines;
     double x0, step, tol;
-    int snip_half;      /* SNIP half-window, points (1.5 deg) */
     int *n_st;          /* [k] sticks per phase (both lines) */
     int64_t *off;       /* [k] offset of phase c's block in pos: n_scales x n_st[c] */
     float *pos;         /* stick positions (deg), sorted within each (phase, scale) */
@@ -82,7 +83,6 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
     t->x0 = x0_deg;
     t->step = step_deg;
     t->tol = RSD_TOL_DEG + 0.5 * step_deg;
-    t->snip_half = (int)ceil(1.5 / step_deg);
     int ns = (int)floor(strain_max / RSD_SCALE_STEP + 1e-9);
     t->n_scales = 2 * ns + 1;
     t->strain_max = strain_max;
@@ -272,20 +272,15 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
                        float *scratch)
 {
     const int n = t->n_points;
-    float *bg = scratch, *x = scratch + n, *h = scratch + 2 * n, *marks = scratch + 3 * n;
-    pid_error e;
-    if (pid_snip_background(frame, n, t->snip_half, bg, &e)) return 0.0;
-    float top = 0.0f;
-    for (int j = 0; j < n; j++) {
-        bg[j] = frame[j] - bg[j];
-        if (bg[j] > top) top = bg[j];
-    }
-    if (!(top > 0.0f)) return 0.0;
+    float *sm = scratch, *x = scratch + n, *h = scratch + 2 * n, *marks = scratch + 3 * n;
     /* smooth (two passes of a ~0.1 deg box) so noise on broad peaks does not
-     * split them, into x[] as temporary storage */
+     * split them (x[] is temporary storage here). No background removal is
+     * needed: a peak's weight is its prominence over the local minima, which
+     * a smooth background does not change. */
     const int hb = (int)ceil(0.05 / t->step);
     for (int pass = 0; pass < 2; pass++) {
-        float *src = pass == 0 ? bg : x, *dst = pass == 0 ? x : h;
+        const float *src = pass == 0 ? frame : x;
+        float *dst = pass == 0 ? x : sm;
         double acc = 0.0;
         int lo = 0, hi = -1;
         for (int j = 0; j < n; j++) {
@@ -296,67 +291,80 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
             dst[j] = (float)(acc / (hi - lo + 1));
         }
     }
-    memcpy(bg, h, sizeof(float) * (size_t)n);
-    top = 0.0f;
-    for (int j = 0; j < n; j++)
-        if (bg[j] > top) top = bg[j];
-    if (!(top > 0.0f)) return 0.0;
-    /* local maxima within +-RSD_TOL_DEG whose prominence (height above the
-     * higher of the lowest points within 1 deg either side) is at least
-     * RSD_MIN_PEAK of the top; the prominence is the peak's weight */
+    /* local maxima within +-RSD_TOL_DEG and their prominence (height above
+     * the higher of the lowest points within 1 deg either side); kept when
+     * it is at least RSD_MIN_PEAK of the largest prominence */
     const int w = (int)ceil(RSD_TOL_DEG / t->step), wp = (int)ceil(1.0 / t->step);
-    int np = 0;
-    double total = 0.0;
-    for (int j = 0; j < n && np < RSD_MAX_PEAKS; j++) {
-        float v = bg[j];
-        if (v < RSD_MIN_PEAK * top) continue;
+    int nc = 0;
+    float pmax = 0.0f;
+    for (int j = 0; j < n && nc < RSD_MAX_PEAKS; j++) {
+        float v = sm[j];
         int is_max = 1;
         for (int d = -w; d <= w && is_max; d++) {
             int q = j + d;
             if (d == 0 || q < 0 || q >= n) continue;
-            if (bg[q] > v || (bg[q] == v && q < j)) is_max = 0;
+            if (sm[q] > v || (sm[q] == v && q < j)) is_max = 0;
         }
         if (!is_max) continue;
         float ml = v, mr = v;
         for (int d = 1; d <= wp; d++) {
-            if (j - d >= 0 && bg[j - d] < ml) ml = bg[j - d];
-            if (j + d < n && bg[j + d] < mr) mr = bg[j + d];
+            if (j - d >= 0 && sm[j - d] < ml) ml = sm[j - d];
+            if (j + d < n && sm[j + d] < mr) mr = sm[j + d];
         }
         float prom = v - (ml > mr ? ml : mr);
-        if (prom < RSD_MIN_PEAK * top) continue;
-        x[np] = (float)(t->x0 + t->step * j);
-        h[np] = prom;
-        marks[np] = 0.0f;
-        total += prom;
-        np++;
+        if (!(prom > 0.0f)) continue;
+        x[nc] = (float)(t->x0 + t->step * j);
+        h[nc] = prom;
+        if (prom > pmax) pmax = prom;
+        nc++;
     }
+    if (!(pmax > 0.0f)) return 0.0;
+    int np = 0;
+    double total = 0.0;
+    for (int i = 0; i < nc; i++)
+        if (h[i] >= RSD_MIN_PEAK * pmax) {
+            x[np] = x[i];
+            h[np] = h[i];
+            marks[np] = 0.0f;
+            total += h[np];
+            np++;
+        }
     if (np == 0) return 0.0;
     const int ns = (t->n_scales - 1) / 2;
     const int nz = (int)floor(RSD_MAX_SHIFT_DEG / 0.1 + 1e-9);
-    for (int c = 0; c < t->k; c++) {
-        if (!present[c] || t->n_st[c] == 0) continue;
-        double best = -1.0;
-        int bs = ns, bz = 0;
-        for (int si = 0; si < t->n_scales; si++) {
-            const float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
-            for (int zi = -nz; zi <= nz; zi++) {
-                double v = explained(x, h, np, p, t->n_st[c], 0.1 * zi, t->tol, marks, 0);
-                if (v > best) {
-                    best = v;
-                    bs = si;
-                    bz = zi;
+    /* Pass 1: one lattice scale per phase (precomputed sticks). Pass 2, only
+     * when that leaves more than RSD_REFINE_ABOVE unexplained: non-cubic
+     * phases get their per-axis fit. Cheap frames stay cheap. */
+    double ex = 0.0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < np; i++)
+            marks[i] = 0.0f;
+        for (int c = 0; c < t->k; c++) {
+            if (!present[c] || t->n_st[c] == 0) continue;
+            double best = -1.0;
+            int bs = ns, bz = 0;
+            for (int si = 0; si < t->n_scales; si++) {
+                const float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
+                for (int zi = -nz; zi <= nz; zi++) {
+                    double v = explained(x, h, np, p, t->n_st[c], 0.1 * zi, t->tol, marks, 0);
+                    if (v > best) {
+                        best = v;
+                        bs = si;
+                        bz = zi;
+                    }
                 }
             }
+            if (pass == 1 && t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW))
+                refine(t, c, x, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
+            else
+                explained(x, h, np, t->pos + t->off[c] + (int64_t)bs * t->n_st[c], t->n_st[c],
+                          0.1 * bz, t->tol, marks, 1);
         }
-        if (t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW))
-            refine(t, c, x, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
-        else
-            explained(x, h, np, t->pos + t->off[c] + (int64_t)bs * t->n_st[c], t->n_st[c], 0.1 * bz,
-                      t->tol, marks, 1);
+        ex = 0.0;
+        for (int i = 0; i < np; i++)
+            ex += marks[i] * h[i];
+        if (1.0 - ex / total <= RSD_REFINE_ABOVE) break;
     }
-    double ex = 0.0;
-    for (int i = 0; i < np; i++)
-        ex += marks[i] * h[i];
     double r = 1.0 - ex / total;
     return r < 0.0 ? 0.0 : r;
 }

@@ -1,6 +1,6 @@
 /* The physics residual of a classification: how much of a pattern's peak
  * intensity the predicted phases cannot explain. Peaks are picked from the
- * frame (SNIP background removed); each predicted phase's simulated sticks
+ * frame by prominence; each predicted phase's simulated sticks
  * are fitted with one lattice scale (the strain range) and one zero shift,
  * and a peak counts as explained when a stick of some predicted phase lies
  * within a tolerance. A pattern of a phase the model does not know leaves
@@ -20,8 +20,8 @@ extern "C" {
 
 /* Sticks weaker than this (strongest = 100) are not used. */
 #define RSD_MIN_STICK 2.0
-/* Peaks below this fraction of the tallest background-free point are not
- * picked (the augmentation's noise is at most 1.5 %). */
+/* Peaks whose prominence is below this fraction of the most prominent
+ * peak's are not picked (the augmentation's noise is at most 1.5 %). */
 #define RSD_MIN_PEAK 0.05
 /* A peak is explained by a stick within this distance (deg 2-theta) after
  * the phase's fitted scale and zero shift; half a grid step is added. */

@@ -217,7 +217,9 @@ pid_status srv_repo_load(srv_repo *r, const srv_repo_opts *o, int *n_failed, pid
         cls_classifier *c = NULL;
         srv_batcher_opts bo = {o->max_batch, o->max_queue_delay_us, o->max_queue,    i,
                                o->metrics,   o->observer,           o->observer_user};
-        pid_status st = cls_open(&c, m->path, o->device, o->max_batch, &e);
+        cls_options co = {
+            .device = o->device, .max_batch = o->max_batch, .no_residual = o->no_residual};
+        pid_status st = cls_open_opts(&c, m->path, &co, &e);
         if (!st && cls_frame_size(c) != cls_model(c)->grid.n_points)
             st = pid_fail(&e, PID_ERR_UNSUPPORTED, "%s: input is not one channel on its grid",
                           m->path);

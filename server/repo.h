@@ -45,6 +45,7 @@ typedef struct {
     struct srv_metrics *metrics; /* may be NULL; models are indexed in load order */
     srv_batch_observer observer;
     void *observer_user;
+    int no_residual; /* 1: models run without the physics residual check (faster) */
 } srv_repo_opts;
 
 /* List the DIR/NAME.h5 files (sorted), skipping names that are not valid model names (a

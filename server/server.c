@@ -1528,7 +1528,8 @@ pid_status srv_server_start(srv_server **out, const srv_config *cfg, pid_error *
                         cfg->max_queue,
                         s->metrics,
                         observe,
-                        s};
+                        s,
+                        cfg->no_residual};
     if ((st = srv_repo_load(s->repo, &ro, &n_failed, err))) goto fail;
     s->all_loaded = n_failed == 0;
     snprintf(s->device, sizeof s->device, "none");

@@ -28,6 +28,7 @@ typedef struct {
     int max_connections;     /* (256) */
     int timeout_s;           /* idle connections and request deadlines (30) */
     int threads;             /* HTTP threads (0 = by CPU count) */
+    int no_residual;         /* 1: no physics residual check (unknown from the energy alone) */
 } srv_config;
 
 /* The documented defaults (host 127.0.0.1, port 8000, device auto, ...). */

@@ -160,6 +160,9 @@ def drain(models):
     c.putheader("Content-Length", str(len(body)))
     c.endheaders()
     c.send(body[:len(body) // 2])
+    # let the server accept the connection and read the headers: a connection
+    # still in the kernel's backlog at SIGTERM is not accepted work
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     t_sig = time.time()
     c.send(body[len(body) // 2:])
