@@ -42,6 +42,8 @@ except ImportError as e:  # pragma: no cover
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_common import find_bin, machine, s, sh  # noqa: E402
 # The built-in model's recipe (scripts/train-builtin-model.sh), here with
 # --holdout F of the phases left out of training.
 GRID = "10:80:0.02"
@@ -54,26 +56,10 @@ SHIFT = ["--strain", "5", "--size", "3:20", "--texture", "0.3:2.5", "--backgroun
          "--noise", "1:3", "--hump", "0.1"]
 
 
-def find_bin(arg):
-    for c in [arg, os.environ.get("PHASEID_BIN"),
-              os.path.join(ROOT, "build", "cli", "phaseid"),
-              os.path.join(ROOT, "build-cal2", "cli", "phaseid")]:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return os.path.abspath(c)
-    sys.exit("phaseid binary not found (use --phaseid or PHASEID_BIN)")
 
 
-def sh(cmd, log):
-    log.append(" ".join(cmd))
-    t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return r.stdout, time.time() - t0
 
 
-def s(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def ece(conf, correct, bins=15):
@@ -120,18 +106,6 @@ def link_lib(src_dir, names, dst):
         os.symlink(os.path.join(src_dir, n + ".cif"), os.path.join(dst, n + ".cif"))
 
 
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "loadavg": list(os.getloadavg())}
 
 
 def main():

@@ -45,7 +45,6 @@ import random
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -76,12 +75,6 @@ def run(args, timeout=900):
 
 # ------------------------------------------------------------ server fixture
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_available():
     try:
         r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
@@ -90,40 +83,8 @@ def serve_available():
     return r.returncode == 0 and "--models" in (r.stdout + r.stderr)
 
 
-def own_start_server(models_dir, extra_args=()):
-    """Start `phaseid serve` on a free loopback port; wait until ready."""
-    help_text = run(["serve", "--help"]).stdout
-    port = free_port()
-    if "--port" in help_text:
-        addr = ["--port", str(port)]
-    elif "--listen" in help_text:
-        addr = ["--listen", f"127.0.0.1:{port}"]
-    else:
-        addr = ["--bind", f"127.0.0.1:{port}"]
-    log = open(os.path.join(models_dir, "..", "serve.log"), "w")
-    proc = subprocess.Popen([BIN, "serve", "--models", models_dir] + addr + list(extra_args),
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"phaseid serve exited {proc.returncode}: "
-                               + open(log.name).read()[-2000:])
-        try:
-            with urllib.request.urlopen(base + "/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc, base
-        except Exception:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("phaseid serve did not become ready in 60 s")
-
-
-try:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from server_fixture import start_server  # written with the server; preferred
-except ImportError:
-    start_server = own_start_server
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_fixture import start_server  # noqa: E402 - the shared server fixture
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=30):

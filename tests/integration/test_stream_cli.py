@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """`phaseid stream` against a real `phaseid serve` over loopback.
 
-A small model (tests/integration/server_fixture.py's make_tiny_model when
-that fixture exists, else trained here in a second: 5 phases including the
-composition-scan corners, grid 10..80 deg step 0.05) is served from a temp
-folder. Checks:
+A small model (tests/integration/server_fixture.py's make_tiny_model: the
+built-in phases, grid 10..80 deg step 0.05) is served from a temp folder.
+Checks:
 
 1. --demo composition-scan --frames 60 --chunk 16 --json --truth-out: exit 0,
    60 ndjson lines with seq 0..59 in order, each with phases / unknown; the
@@ -71,61 +70,10 @@ def serve_available():
     return r.returncode == 0 and "--models" in (r.stdout + r.stderr)
 
 
-def own_start_server(models_dir, extra_args=()):
-    """Start `phaseid serve` on a free loopback port; wait until ready."""
-    help_text = run(["serve", "--help"]).stdout
-    port = free_port()
-    if "--port" in help_text:
-        addr = ["--port", str(port)]
-    elif "--listen" in help_text:
-        addr = ["--listen", f"127.0.0.1:{port}"]
-    else:
-        addr = ["--bind", f"127.0.0.1:{port}"]
-    log = open(os.path.join(models_dir, "serve.log"), "w")
-    proc = subprocess.Popen([BIN, "serve", "--models", models_dir] + addr + list(extra_args),
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"phaseid serve exited {proc.returncode}: "
-                               + open(log.name).read()[-2000:])
-        try:
-            with urllib.request.urlopen(base + "/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc, base
-        except Exception:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("phaseid serve did not become ready in 60 s")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import server_fixture  # noqa: E402 - the shared server fixture
 
-
-def own_make_tiny_model(models_dir, name="tiny"):
-    lib = os.path.join(models_dir, "..", "lib-" + name)
-    os.makedirs(lib, exist_ok=True)
-    for s in ["ZnO_186", "CeO2_225", "Fe2O3_167", "TiO2_141", "TiO2_136"]:
-        dst = os.path.join(lib, s + ".cif")
-        if not os.path.exists(dst):
-            os.symlink(os.path.join(SRC, "data", "phases", s + ".cif"), dst)
-    out = os.path.join(models_dir, name + ".h5")
-    r = run(["train", "--modality", "xrd", "--phases", lib, "--out", out, "--grid", GRID,
-             "--arch", "conv1d(8,k9,s2,p4) bn relu maxpool(4) conv1d(16,k9,s2,p4) bn relu "
-             "maxpool(4) flatten dense(32) relu head",
-             "--steps", "60", "--batch", "16", "--val", "32", "--calib", "64", "--threads", "2",
-             "--seed", "1", "--quiet"], timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError("phaseid train failed: " + r.stderr[-1000:])
-    return out
-
-
-try:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import server_fixture  # written with the server; preferred when present
-
-    start_server = server_fixture.start_server
-except ImportError:
-    server_fixture = None
-    start_server = own_start_server
+start_server = server_fixture.start_server
 
 
 def model_grid(base, name):
@@ -153,10 +101,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         models = os.path.join(tmp, "models")
         os.mkdir(models)
-        if server_fixture is not None and hasattr(server_fixture, "make_tiny_model"):
-            server_fixture.make_tiny_model(models)
-        else:
-            own_make_tiny_model(models)
+        server_fixture.make_tiny_model(models)
         proc, base = start_server(models, [])
         try:
             with urllib.request.urlopen(base + "/v1/models", timeout=10) as resp:
