@@ -40,7 +40,7 @@ static void usage(FILE *f)
            "  --threads T          CPU threads (default: all cores)\n"
            "  --val N              held-out validation patterns (default 500; 0 = none)\n"
            "  --checkpoint FILE    write a resumable model file every steps/10 steps\n"
-           "  --resume FILE        continue from a checkpoint (AdamW moments restart)\n"
+           "  --resume FILE        continue from a checkpoint (parameters, step and AdamW state)\n"
            "  --calib N            calibration patterns after training (default 2000; 0 =\n"
            "                       none): temperature, ECE, unknown-phase threshold/AUROC\n"
            "  --calib-widen F      draw the calibration patterns with every augmentation\n"

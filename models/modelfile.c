@@ -59,6 +59,8 @@ void mf_model_destroy(mf_model *m)
     free(m->library);
     free(m->params);
     free(m->buffers);
+    free(m->opt_m);
+    free(m->opt_v);
     free(m);
 }
 
@@ -229,6 +231,12 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
     if (!(m->unknown_auroc >= 0 && m->unknown_auroc <= 1))
         return pid_fail(err, PID_ERR_FORMAT, "unknown-phase AUROC %g outside [0, 1]",
                         m->unknown_auroc);
+    if ((m->opt_m == NULL) != (m->opt_v == NULL) || m->opt_step < 0)
+        return pid_fail(err, PID_ERR_FORMAT, "optimizer state: moments incomplete or step < 0");
+    for (int64_t i = 0; m->opt_m && i < m->n_params; i++)
+        if (!isfinite(m->opt_m[i]) || !isfinite(m->opt_v[i]) || m->opt_v[i] < 0.0f)
+            return pid_fail(err, PID_ERR_FORMAT, "optimizer state: moment %lld is not finite",
+                            (long long)i);
     if (!(m->residual_threshold >= 0 && m->residual_threshold <= 1) ||
         !(m->residual_strain_max >= 0 && m->residual_strain_max <= 0.1))
         return pid_fail(err, PID_ERR_FORMAT,
@@ -341,6 +349,11 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
     if ((st = pid_h5_write_1d(fid, "params", H5T_NATIVE_FLOAT, m->n_params, m->params, err)) ||
         (st = pid_h5_write_1d(fid, "buffers", H5T_NATIVE_FLOAT, m->n_buffers, m->buffers, err)) ||
         (st = write_phases(fid, m, err)) || (st = write_grid(fid, &m->grid, err)))
+        goto fail;
+    if (m->opt_m &&
+        ((st = pid_h5_write_1d(fid, "optimizer_m", H5T_NATIVE_FLOAT, m->n_params, m->opt_m, err)) ||
+         (st = pid_h5_write_1d(fid, "optimizer_v", H5T_NATIVE_FLOAT, m->n_params, m->opt_v, err)) ||
+         (st = pid_h5_attr_i64(fid, "optimizer_step", m->opt_step, err))))
         goto fail;
     PID_H5_CHECK(H5Fflush(fid, H5F_SCOPE_GLOBAL));
 fail:
@@ -697,6 +710,11 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
     if ((st = validate_grid(m, err)) || (st = validate_spec(m, err))) return st;
     if ((st = read_floats(fid, "params", m->n_params, &m->params, err)) ||
         (st = read_floats(fid, "buffers", m->n_buffers, &m->buffers, err)))
+        return st;
+    if (H5Lexists(fid, "optimizer_m", H5P_DEFAULT) > 0 &&
+        ((st = read_floats(fid, "optimizer_m", m->n_params, &m->opt_m, err)) ||
+         (st = read_floats(fid, "optimizer_v", m->n_params, &m->opt_v, err)) ||
+         (st = pid_h5_read_attr_i64(fid, "optimizer_step", &m->opt_step, err))))
         return st;
     return mf_validate(m, err);
 }

@@ -13,6 +13,8 @@
  *                     train_batch, train_flops, generator, phaseid_version,
  *                     created, library
  *   /params           float32 [n_params]   trainable parameters, flat
+ *   /optimizer_m, /optimizer_v  float32 [n_params], optional: AdamW moments
+ *                     of a checkpoint (attribute optimizer_step)
  *   /buffers          float32 [n_buffers]  BN running statistics, flat
  *   /phases/names, /phases/formulas, /phases/sources, /phases/references
  *                     variable-length UTF-8 strings [n_classes]
@@ -107,6 +109,13 @@ typedef struct {
     float *params;     /* [n_params], finite */
     int64_t n_buffers; /* == the spec's buffer count (BN running mean / var) */
     float *buffers;    /* [n_buffers], finite; NULL when n_buffers == 0 */
+
+    /* Optional AdamW state of a training checkpoint (datasets optimizer_m,
+     * optimizer_v [n_params], attribute optimizer_step): resuming from it
+     * continues the optimizer exactly. NULL / 0 in finished models. */
+    float *opt_m;     /* [n_params] finite, or NULL */
+    float *opt_v;     /* [n_params] finite and >= 0, or NULL (both or neither) */
+    int64_t opt_step; /* optimizer steps taken, >= 0 */
 } mf_model;
 
 /* A zeroed record with format_version = MF_FORMAT_VERSION, or NULL when out of

@@ -1664,3 +1664,41 @@ pid_status net_set_params(net *n, const float *params, const float *buffers, pid
     n->t_step = 0;
     return PID_OK;
 }
+
+pid_status net_optimizer_state(net *n, float *m, float *v, int64_t *t, pid_error *err)
+{
+    pid_status st;
+    if (!n || !m || !v || !t) return pid_fail(err, PID_ERR_ARG, "net_optimizer_state: NULL");
+    if (n->inf)
+        return pid_fail(err, PID_ERR_UNSUPPORTED, "net_optimizer_state: an inference net has none");
+    size_t bytes = sizeof(float) * n->n_params;
+    if ((st = pid_backend_download(n->be, m, n->m, bytes, err)) ||
+        (st = pid_backend_download(n->be, v, n->v, bytes, err)) ||
+        (st = pid_backend_sync(n->be, err)))
+        return st;
+    *t = n->t_step;
+    return PID_OK;
+}
+
+pid_status net_set_optimizer_state(net *n, const float *m, const float *v, int64_t t,
+                                   pid_error *err)
+{
+    pid_status st;
+    if (!n || !m || !v) return pid_fail(err, PID_ERR_ARG, "net_set_optimizer_state: NULL");
+    if (n->inf)
+        return pid_fail(err, PID_ERR_UNSUPPORTED,
+                        "net_set_optimizer_state: an inference net has none");
+    if (t < 0 || t >= ((int64_t)1 << 31))
+        return pid_fail(err, PID_ERR_ARG, "net_set_optimizer_state: step %lld", (long long)t);
+    for (size_t i = 0; i < n->n_params; i++)
+        if (!isfinite(m[i]) || !isfinite(v[i]) || v[i] < 0.0f)
+            return pid_fail(err, PID_ERR_ARG,
+                            "net_set_optimizer_state: moment %zu is not finite (or v < 0)", i);
+    size_t bytes = sizeof(float) * n->n_params;
+    if ((st = pid_backend_upload(n->be, n->m, m, bytes, err)) ||
+        (st = pid_backend_upload(n->be, n->v, v, bytes, err)) ||
+        (st = pid_backend_sync(n->be, err)))
+        return st;
+    n->t_step = (int)t;
+    return PID_OK;
+}

@@ -163,6 +163,17 @@ pid_status net_params(net *n, float *params, float *buffers, pid_error *err);
  * are rejected with PID_ERR_ARG (nothing changed). */
 pid_status net_set_params(net *n, const float *params, const float *buffers, pid_error *err);
 
+/* AdamW state, for checkpoints that resume exactly: host copies of the first
+ * and second moments m[net_param_count], v[net_param_count] (same layout as
+ * the parameters) and the step count *t. Synchronizes the backend.
+ * PID_ERR_UNSUPPORTED for an inference net. */
+pid_status net_optimizer_state(net *n, float *m, float *v, int64_t *t, pid_error *err);
+/* Restore that state (call after net_set_params, which resets it): m finite,
+ * v finite and >= 0, 0 <= t < 2^31; otherwise PID_ERR_ARG and nothing
+ * changes. */
+pid_status net_set_optimizer_state(net *n, const float *m, const float *v, int64_t t,
+                                   pid_error *err);
+
 /* Backend-memory views owned by the net (valid until net_destroy):
  * logits[max_batch, n_classes] of the last forward (head before its
  * softmax/sigmoid); fraction logits (before their softmax; NULL without a

@@ -381,7 +381,8 @@ static char *dup_str(const char *s)
 /* Fill a model record and save it (atomically) at path. */
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
-                             double val_acc, const train_result *cal, double t_nll, pid_error *err)
+                             double val_acc, const train_result *cal, double t_nll, int with_opt,
+                             pid_error *err)
 {
     pid_status st = PID_OK;
     net_spec_totals tot;
@@ -517,6 +518,16 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
         }
     }
     if ((st = net_params(n, m->params, m->buffers, err))) goto done;
+    if (with_opt) {
+        /* a checkpoint: the AdamW state too, so a resume continues exactly */
+        m->opt_m = malloc(sizeof(float) * (size_t)(m->n_params > 0 ? m->n_params : 1));
+        m->opt_v = malloc(sizeof(float) * (size_t)(m->n_params > 0 ? m->n_params : 1));
+        if (!m->opt_m || !m->opt_v) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the optimizer state");
+            goto done;
+        }
+        if ((st = net_optimizer_state(n, m->opt_m, m->opt_v, &m->opt_step, err))) goto done;
+    }
     st = mf_save(path, m, err);
 done:
     mf_model_destroy(m);
@@ -539,6 +550,7 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
                       (long long)n_classes, (long long)n_points);
     } else {
         st = net_set_params(n, m->params, m->buffers, err);
+        if (!st && m->opt_m) st = net_set_optimizer_state(n, m->opt_m, m->opt_v, m->opt_step, err);
         *step0 = m->train_steps;
     }
     mf_model_destroy(m);
@@ -1124,7 +1136,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         }
         if (o->checkpoint && ((s + 1) % ck_every == 0 || last)) {
             if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, NULL, 1.0,
-                                 err)))
+                                 1, err)))
                 goto done;
         }
     }
@@ -1166,7 +1178,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         (st = calibrate(n, be, &src, lib, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
         goto done;
     if (out_path && (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc,
-                                     o->n_calib > 0 ? &r : NULL, t_nll, err)))
+                                     o->n_calib > 0 ? &r : NULL, t_nll, 0, err)))
         goto done;
     if (res) *res = r;
 

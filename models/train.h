@@ -159,9 +159,11 @@ void train_split_cleanup(const char *known_dir, const char *unknown_dir);
  * at TRAIN_UNKNOWN_TPR of the known patterns and, with unknown_lib, the AUROC
  * of the energy score on n_calib patterns of the held-out phases; otherwise
  * the calibration fields hold the TRAIN_UNCALIBRATED_* placeholders.
- * Resume: the checkpoint's parameters and step count are loaded; the AdamW
- * moments restart from zero (they are not stored), the data stream and the
- * schedule continue where they stopped. Reproducible: the same settings and
+ * Resume: the checkpoint's parameters, step count and AdamW state (moments
+ * and step, stored in checkpoints) are loaded, so the optimizer continues
+ * exactly; a model file without optimizer state (a finished model) restarts
+ * the moments from zero. The data stream and the schedule continue where they
+ * stopped. Reproducible: the same settings and
  * seed on the same backend give the same losses whatever `threads` is.
  * res (may be NULL) receives the summary. */
 pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *be,

@@ -281,6 +281,30 @@ static void test_round_trip(void **state)
     if (st) fail_msg("load: %s", err.msg);
     assert_true(r->residual_threshold == 0.234375 && r->residual_strain_max == 0.035);
     mf_model_destroy(r);
+    /* a checkpoint's optimizer state round-trips; half of it is refused */
+    m->opt_m = calloc((size_t)m->n_params, sizeof(float));
+    m->opt_v = calloc((size_t)m->n_params, sizeof(float));
+    assert_non_null(m->opt_m);
+    assert_non_null(m->opt_v);
+    m->opt_m[0] = -0.5f;
+    m->opt_v[0] = 0.25f;
+    m->opt_step = 1234;
+    const char *p3 = tmp_path("round_optimizer.h5");
+    save_ok(p3, m);
+    st = mf_load(p3, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_non_null(r->opt_m);
+    assert_memory_equal(r->opt_m, m->opt_m, (size_t)m->n_params * sizeof(float));
+    assert_memory_equal(r->opt_v, m->opt_v, (size_t)m->n_params * sizeof(float));
+    assert_int_equal(r->opt_step, 1234);
+    mf_model_destroy(r);
+    m->opt_v[1] = -1.0f;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    free(m->opt_v);
+    m->opt_v = NULL;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    free(m->opt_m);
+    m->opt_m = NULL;
     /* out of range: refused on save */
     m->residual_threshold = 1.5;
     assert_int_equal(mf_save(tmp_path("bad_residual.h5"), m, &err), PID_ERR_FORMAT);

@@ -287,6 +287,73 @@ static void test_reproducible(void **state)
     net_spec_destroy(s);
 }
 
+/* AdamW state round trip: a net restored from another's parameters AND
+ * optimizer state continues bit-identically for further steps; restored from
+ * the parameters alone (moments reset) it does not. Bad state is refused. */
+static void test_optimizer_state(void **state)
+{
+    (void)state;
+    net_spec *s = build_spec(SPEC_GC, "2x32", 3);
+    net *a = NULL, *b = NULL, *c = NULL;
+    OK(net_create(&a, s, cpu, 4, 42, &err));
+    OK(net_create(&b, s, cpu, 4, 1, &err));
+    OK(net_create(&c, s, cpu, 4, 2, &err));
+    size_t np = net_param_count(a), nb = net_buffer_count(a);
+    float *x = rnd(4 * 64, 9, -1.0f, 1.0f);
+    tgt_store ts;
+    net_targets t = make_targets(&ts, 4, 3, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        OK(net_forward(a, x, 4, 1, &err));
+        OK(net_loss_backward(a, &t, 4, NULL, &err));
+        OK(net_step(a, 1e-2f, 1e-3f, &err));
+    }
+    float *p = malloc(sizeof(float) * np), *bu = malloc(sizeof(float) * (nb ? nb : 1));
+    float *m = malloc(sizeof(float) * np), *v = malloc(sizeof(float) * np);
+    int64_t step = -1;
+    OK(net_params(a, p, bu, &err));
+    OK(net_optimizer_state(a, m, v, &step, &err));
+    assert_int_equal(step, 5);
+    OK(net_set_params(b, p, bu, &err));
+    OK(net_set_optimizer_state(b, m, v, step, &err));
+    OK(net_set_params(c, p, bu, &err)); /* moments reset */
+    net *all[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            OK(net_forward(all[k], x, 4, 1, &err));
+            OK(net_loss_backward(all[k], &t, 4, NULL, &err));
+            OK(net_step(all[k], 1e-2f, 1e-3f, &err));
+        }
+    float *pa = malloc(sizeof(float) * np), *pb = malloc(sizeof(float) * np),
+          *pc = malloc(sizeof(float) * np);
+    OK(net_params(a, pa, NULL, &err));
+    OK(net_params(b, pb, NULL, &err));
+    OK(net_params(c, pc, NULL, &err));
+    assert_memory_equal(pa, pb, sizeof(float) * np);
+    assert_memory_not_equal(pa, pc, sizeof(float) * np);
+    /* refused: negative second moment, NaN, bad step; nothing changes */
+    v[0] = -1.0f;
+    assert_int_equal(net_set_optimizer_state(b, m, v, 3, &err), PID_ERR_ARG);
+    v[0] = 0.0f;
+    m[1] = NAN;
+    assert_int_equal(net_set_optimizer_state(b, m, v, 3, &err), PID_ERR_ARG);
+    m[1] = 0.0f;
+    assert_int_equal(net_set_optimizer_state(b, m, v, -1, &err), PID_ERR_ARG);
+    OK(net_optimizer_state(b, m, v, &step, &err));
+    assert_int_equal(step, 8);
+    free(p);
+    free(bu);
+    free(m);
+    free(v);
+    free(pa);
+    free(pb);
+    free(pc);
+    free(x);
+    net_destroy(a);
+    net_destroy(b);
+    net_destroy(c);
+    net_spec_destroy(s);
+}
+
 /* Two classes of 1-D patterns of 64 points: a Gaussian bump (sigma 2.5,
  * amplitude 0.5..1.5) centred at 20 +- 3 (class 0) or 40 +- 3 (class 1) on
  * Gaussian noise of sd 0.3. */
@@ -780,6 +847,7 @@ int main(void)
         cmocka_unit_test(test_grad_check_more),
         cmocka_unit_test(test_fractions_optional),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_optimizer_state),
         cmocka_unit_test(test_learns),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_cuda_parity),

@@ -558,6 +558,10 @@ static void test_mixtures_resume(void **state)
     assert_int_equal(m->head, NET_HEAD_SIGMOID);
     assert_int_equal(m->head_fractions, 1);
     assert_int_equal(m->train_steps, 20);
+    /* a checkpoint carries the AdamW state, one step per training step */
+    assert_non_null(m->opt_m);
+    assert_non_null(m->opt_v);
+    assert_int_equal(m->opt_step, 20);
     mf_model_destroy(m);
     /* resume from the 20-step checkpoint and continue to 30 */
     o.checkpoint = NULL;
@@ -567,6 +571,7 @@ static void test_mixtures_resume(void **state)
     assert_int_equal(r.steps_done, 30);
     OK(mf_load(out, &m, &err));
     assert_int_equal(m->train_steps, 30);
+    assert_null(m->opt_m); /* a finished model does not */
     mf_model_destroy(m);
     /* a checkpoint of another architecture is refused */
     o.spec = "conv1d(4,k9,s2,p4) relu maxpool(4) flatten dense(8) relu head";
