@@ -571,26 +571,12 @@ static pid_status benchc_write_model(const char *path, const char *spec_text, co
                                      int classes, pid_error *err)
 {
     pid_status st;
-    net_spec *s = NULL;
-    pid_backend *be = NULL;
-    net *n = NULL;
+    net_shape in;
     mf_model *m = mf_model_create();
     if (!m) return pid_fail(err, PID_ERR_NOMEM, "out of memory");
-    if ((st = net_spec_parse(spec_text, &s, err)) ||
-        (st = net_spec_canonical(s, &m->arch_spec, err)) ||
-        (st = net_spec_parse_shape(input, &m->input, err)) ||
-        (st = net_spec_build(s, &m->input, classes, err)) ||
-        (st = pid_backend_create(&be, "cpu", 1, err)) || (st = net_create(&n, s, be, 1, 1, err)))
+    if ((st = net_spec_parse_shape(input, &in, err)) ||
+        (st = net_random_model(m, spec_text, &in, classes, 1, err)))
         goto done;
-    net_layer_info head;
-    if ((st = net_spec_layer(s, net_spec_n_layers(s) - 1, &head, err))) goto done;
-    m->head = head.head;
-    m->head_fractions = head.fractions;
-    m->n_params = (int64_t)net_param_count(n);
-    m->n_buffers = (int64_t)net_buffer_count(n);
-    m->params = malloc(sizeof(float) * (size_t)(m->n_params ? m->n_params : 1));
-    m->buffers = m->n_buffers ? malloc(sizeof(float) * (size_t)m->n_buffers) : NULL;
-    m->n_classes = classes;
     m->phases = calloc((size_t)classes, sizeof *m->phases);
     m->modality = strdup("xrd");
     m->grid.source = strdup("CuKa");
@@ -600,9 +586,8 @@ static pid_status benchc_write_model(const char *path, const char *spec_text, co
     m->phaseid_version = strdup(PHASEID_VERSION);
     m->created = strdup("1970-01-01T00:00:00Z");
     m->library = strdup("none");
-    if (!m->params || (m->n_buffers && !m->buffers) || !m->phases || !m->modality ||
-        !m->grid.source || !m->preprocessing || !m->unknown_score || !m->generator ||
-        !m->phaseid_version || !m->created || !m->library) {
+    if (!m->phases || !m->modality || !m->grid.source || !m->preprocessing || !m->unknown_score ||
+        !m->generator || !m->phaseid_version || !m->created || !m->library) {
         st = pid_fail(err, PID_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -631,12 +616,8 @@ static pid_status benchc_write_model(const char *path, const char *spec_text, co
     m->temperature = 1.0;
     m->unknown_threshold = 0.0;
     m->unknown_auroc = 0.5;
-    if ((st = net_params(n, m->params, m->buffers, err))) goto done;
     st = mf_save(path, m, err);
 done:
-    net_destroy(n);
-    pid_backend_destroy(be);
-    net_spec_destroy(s);
     mf_model_destroy(m);
     return st;
 }
@@ -877,7 +858,8 @@ static int bench_classify(int argc, char **argv)
     printf("model %s: input %s, %lld classes, %lld params, %.3f MFLOPs/frame, device %s\n",
            arch ? "(--arch, random weights)" : model, shape, (long long)m->n_classes,
            (long long)tot.params, 1e-6 * (double)tot.flops_infer, dev);
-    printf("engine %s, %d thread%s", engine, nthr, nthr == 1 ? "" : "s");
+    printf("engine %s, %d thread%s, physics residual check %s", engine, nthr, nthr == 1 ? "" : "s",
+           cls_has_residual(c) ? "on" : "off");
     if (net_is_infer(nn))
         printf(", chunk %d frames, CPU kernels %s, network buffers %.1f MiB", net_infer_chunk(nn),
                cls_cpu_kernels(c), net_mib);
@@ -932,11 +914,12 @@ static int bench_classify(int argc, char **argv)
         fprintf(jf,
                 "\",\n  \"input\": \"%s\",\n  \"n_classes\": %lld,\n  \"params\": %lld,\n"
                 "  \"flops_per_frame\": %lld,\n  \"device\": \"%s\",\n  \"engine\": \"%s\",\n"
+                "  \"residual_check\": %s,\n"
                 "  \"threads\": %d,\n  \"chunk\": %d,\n  \"cpu_kernels\": \"%s\",\n"
                 "  \"network_bytes\": %lld,\n  \"cpu_model\": \"",
                 shape, (long long)m->n_classes, (long long)tot.params, (long long)tot.flops_infer,
-                dev, engine, nthr, net_infer_chunk(nn), cls_cpu_kernels(c),
-                net_is_infer(nn) ? (long long)net_infer_bytes(nn) : -1LL);
+                dev, engine, cls_has_residual(c) ? "true" : "false", nthr, net_infer_chunk(nn),
+                cls_cpu_kernels(c), net_is_infer(nn) ? (long long)net_infer_bytes(nn) : -1LL);
         json_escaped(jf, cpu);
         fprintf(jf,
                 "\",\n  \"cores_online\": %ld,\n  \"load_average_1min\": %.2f,\n"

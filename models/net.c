@@ -1702,3 +1702,42 @@ pid_status net_set_optimizer_state(net *n, const float *m, const float *v, int64
     n->t_step = (int)t;
     return PID_OK;
 }
+
+pid_status net_random_model(mf_model *m, const char *spec_text, const net_shape *input,
+                            int64_t n_classes, uint64_t seed, pid_error *err)
+{
+    pid_status st;
+    net_spec *s = NULL;
+    pid_backend *be = NULL;
+    net *n = NULL;
+    net_layer_info head;
+    if (!m || !spec_text || !input) return pid_fail(err, PID_ERR_ARG, "net_random_model: NULL");
+    free(m->arch_spec);
+    m->arch_spec = NULL;
+    m->input = *input;
+    m->n_classes = n_classes;
+    if ((st = net_spec_parse(spec_text, &s, err)) ||
+        (st = net_spec_canonical(s, &m->arch_spec, err)) ||
+        (st = net_spec_build(s, &m->input, n_classes, err)) ||
+        (st = net_spec_layer(s, net_spec_n_layers(s) - 1, &head, err)) ||
+        (st = pid_backend_create(&be, "cpu", 1, err)) || (st = net_create(&n, s, be, 1, seed, err)))
+        goto done;
+    m->head = head.head;
+    m->head_fractions = head.fractions;
+    free(m->params);
+    free(m->buffers);
+    m->n_params = (int64_t)net_param_count(n);
+    m->n_buffers = (int64_t)net_buffer_count(n);
+    m->params = malloc(sizeof(float) * (size_t)(m->n_params ? m->n_params : 1));
+    m->buffers = m->n_buffers ? malloc(sizeof(float) * (size_t)m->n_buffers) : NULL;
+    if (!m->params || (m->n_buffers && !m->buffers)) {
+        st = pid_fail(err, PID_ERR_NOMEM, "net_random_model: out of memory");
+        goto done;
+    }
+    st = net_params(n, m->params, m->buffers, err);
+done:
+    net_destroy(n);
+    pid_backend_destroy(be);
+    net_spec_destroy(s);
+    return st;
+}

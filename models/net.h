@@ -28,6 +28,7 @@
 
 #include "core/status.h"
 #include "kernels/backend.h"
+#include "models/modelfile.h"
 #include "models/spec.h"
 
 #ifdef __cplusplus
@@ -173,6 +174,17 @@ pid_status net_optimizer_state(net *n, float *m, float *v, int64_t *t, pid_error
  * changes. */
 pid_status net_set_optimizer_state(net *n, const float *m, const float *v, int64_t t,
                                    pid_error *err);
+
+/* The network fields of a model record without training, for benchmarks and
+ * tests that need a model file: the canonical spec of spec_text built on
+ * *input with n_classes outputs (arch_spec, input, n_classes, head,
+ * head_fractions) and the initial weights net_create draws from `seed` on a
+ * CPU backend (n_params / params, n_buffers / buffers; any previous arrays of
+ * m are freed). The other fields (phases, grid, calibration, provenance) are
+ * the caller's. On failure m's network fields are left partly filled; the
+ * caller destroys m. */
+pid_status net_random_model(mf_model *m, const char *spec_text, const net_shape *input,
+                            int64_t n_classes, uint64_t seed, pid_error *err);
 
 /* Backend-memory views owned by the net (valid until net_destroy):
  * logits[max_batch, n_classes] of the last forward (head before its

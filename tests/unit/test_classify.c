@@ -49,23 +49,8 @@ static void write_model(const char *path, const char *spec, net_head_kind head, 
     pid_error err;
     mf_model *m = mf_model_create();
     assert_non_null(m);
-    net_spec *s = NULL;
-    assert_int_equal(net_spec_parse(spec, &s, &err), PID_OK);
-    assert_int_equal(net_spec_canonical(s, &m->arch_spec, &err), PID_OK);
-    m->input = (net_shape){1, 1, 1, N_POINTS};
-    assert_int_equal(net_spec_build(s, &m->input, N_CLASSES, &err), PID_OK);
-    pid_backend *be = NULL;
-    net *n = NULL;
-    assert_int_equal(pid_backend_create(&be, "cpu", 1, &err), PID_OK);
-    assert_int_equal(net_create(&n, s, be, 1, 1234, &err), PID_OK);
-    m->n_params = (int64_t)net_param_count(n);
-    m->n_buffers = (int64_t)net_buffer_count(n);
-    m->params = malloc((size_t)m->n_params * sizeof(float));
-    if (m->n_buffers) m->buffers = malloc((size_t)m->n_buffers * sizeof(float));
-    assert_int_equal(net_params(n, m->params, m->buffers, &err), PID_OK);
-    net_destroy(n);
-    pid_backend_destroy(be);
-    net_spec_destroy(s);
+    const net_shape in = {1, 1, 1, N_POINTS};
+    assert_int_equal(net_random_model(m, spec, &in, N_CLASSES, 1234, &err), PID_OK);
 
     m->modality = strdup("xrd");
     m->head = head;
