@@ -57,9 +57,16 @@ int rsd_n_phases(const rsd_table *t)
     return t->k;
 }
 
+/* Zero shifts on the 0.1 deg grid the fits use: -RSD_NZ..RSD_NZ tenths. */
+#define RSD_NZ ((int)(RSD_MAX_SHIFT_DEG / 0.1 + 1e-9))
+
+/* Scratch: smoothed frame, peak positions, heights and marks (4 n_points
+ * floats), then per zero shift the peaks' tolerance windows in sin(theta)
+ * (2 (2 RSD_NZ + 1) RSD_MAX_PEAKS doubles). */
 int64_t rsd_scratch_floats(const rsd_table *t)
 {
-    return 4 * (int64_t)t->n_points;
+    return 4 * (int64_t)t->n_points + 1 +
+           2 * (int64_t)sizeof(double) / (int64_t)sizeof(float) * (2 * RSD_NZ + 1) * RSD_MAX_PEAKS;
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -186,11 +193,28 @@ static double explained(const float *x, const float *h, int np, const float *p, 
     return sum;
 }
 
-/* Explained intensity of peaks (x, h: np, sorted) by the sticks of phase c
- * for cell-length scales sc3[3] and zero shift z; each stick marks the peaks
- * within tol of it in mk (reset here). */
-static double explained_cell(const rsd_table *t, int c, const float *x, const float *h, int np,
-                             const double sc3[3], double z, uint8_t *mk)
+/* Tolerance windows of the peaks x[np] (sorted) for zero shift z, in
+ * sin(theta): a stick at 2-theta p explains peak i when |x_i - z - p| <= tol,
+ * i.e. when lo[i] <= sin(p / 2) <= hi[i]. Both bounds increase with i. So the
+ * per-axis fit compares sin(theta) = lambda / 2d and needs no asin per stick
+ * (the asin was a third of the residual check's time on mixtures). */
+static void sin_windows(const rsd_table *t, const float *x, int np, double z, double *lo,
+                        double *hi)
+{
+    const double half = 0.5 / RAD2DEG;
+    for (int i = 0; i < np; i++) {
+        double a = (x[i] - z - t->tol) * half, b = (x[i] - z + t->tol) * half;
+        lo[i] = a <= 0.0 ? 0.0 : a >= 0.5 * M_PI ? 1.0 : sin(a);
+        hi[i] = b <= 0.0 ? 0.0 : b >= 0.5 * M_PI ? 1.0 : sin(b);
+    }
+}
+
+/* Explained intensity of peaks (h: np, sorted by position; lo/hi their
+ * sin(theta) windows for the zero shift, sin_windows) by the sticks of
+ * phase c for cell-length scales sc3[3]; each stick marks the peaks whose
+ * window holds it in mk (reset here). */
+static double explained_cell(const rsd_table *t, int c, const double *lo_s, const double *hi_s,
+                             const float *h, int np, const double sc3[3], uint8_t *mk)
 {
     memset(mk, 0, (size_t)np);
     const double i0 = 1.0 / (sc3[0] * sc3[0]), i1 = 1.0 / (sc3[1] * sc3[1]),
@@ -203,17 +227,16 @@ static double explained_cell(const rsd_table *t, int c, const float *x, const fl
         if (!(inv_d2 > 0.0)) continue;
         double sn = 0.5 * S[j].lambda * sqrt(inv_d2);
         if (sn >= 1.0) continue;
-        double pos = 2.0 * asin(sn) * RAD2DEG + z;
-        /* first peak >= pos - tol */
+        /* first peak whose window reaches up to sn */
         int lo = 0, hi = np;
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if (x[mid] < pos - t->tol)
+            if (hi_s[mid] < sn)
                 lo = mid + 1;
             else
                 hi = mid;
         }
-        for (int i = lo; i < np && x[i] <= pos + t->tol; i++)
+        for (int i = lo; i < np && lo_s[i] <= sn; i++)
             mk[i] = 1;
     }
     double sum = 0.0;
@@ -226,7 +249,7 @@ static double explained_cell(const rsd_table *t, int c, const float *x, const fl
  * best (s0, z0), coordinate descent over each independent cell length
  * (scales 1 +- strain_max by RSD_SCALE_STEP) and the zero shift (+-0.1 deg
  * around the current), two rounds; marks the peaks the best cell explains. */
-static void refine(const rsd_table *t, int c, const float *x, const float *h, int np, double s0,
+static void refine(const rsd_table *t, int c, const double *win, const float *h, int np, double s0,
                    double z0, float *marks)
 {
     uint8_t mk[RSD_MAX_PEAKS], best_mk[RSD_MAX_PEAKS];
@@ -241,7 +264,10 @@ static void refine(const rsd_table *t, int c, const float *x, const float *h, in
         sc3[2] = nf == 1 ? (pp)[0] : nf == 2 ? (pp)[1] : (pp)[2];                                  \
     } while (0)
     CELL_OF(p);
-    double best = explained_cell(t, c, x, h, np, sc3, z, best_mk);
+/* the sin(theta) windows of zero shift zz (a multiple of 0.1 deg within the range) */
+#define WIN_LO(zz) (win + (size_t)(2 * (lround((zz) / 0.1) + RSD_NZ)) * RSD_MAX_PEAKS)
+#define WIN_HI(zz) (WIN_LO(zz) + RSD_MAX_PEAKS)
+    double best = explained_cell(t, c, WIN_LO(z), WIN_HI(z), h, np, sc3, best_mk);
     for (int round = 0; round < 2; round++)
         for (int a = 0; a < nf; a++) {
             double keep = p[a], bz = z, bp = p[a];
@@ -251,7 +277,7 @@ static void refine(const rsd_table *t, int c, const float *x, const float *h, in
                 for (int dz = -1; dz <= 1; dz++) {
                     double zz = z + 0.1 * dz;
                     if (fabs(zz) > RSD_MAX_SHIFT_DEG + 1e-9) continue;
-                    double v = explained_cell(t, c, x, h, np, sc3, zz, mk);
+                    double v = explained_cell(t, c, WIN_LO(zz), WIN_HI(zz), h, np, sc3, mk);
                     if (v > best) {
                         best = v;
                         bp = p[a];
@@ -264,6 +290,8 @@ static void refine(const rsd_table *t, int c, const float *x, const float *h, in
             z = bz;
         }
 #undef CELL_OF
+#undef WIN_LO
+#undef WIN_HI
     for (int i = 0; i < np; i++)
         if (best_mk[i]) marks[i] = 1.0f;
 }
@@ -331,7 +359,12 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
         }
     if (np == 0) return 0.0;
     const int ns = (t->n_scales - 1) / 2;
-    const int nz = (int)floor(RSD_MAX_SHIFT_DEG / 0.1 + 1e-9);
+    const int nz = RSD_NZ;
+    /* sin(theta) windows for the per-axis fits, after the 4 n floats (the
+     * +1 float of rsd_scratch_floats leaves room to align to a double) */
+    double *win = (double *)(((uintptr_t)(scratch + 4 * n) + sizeof(double) - 1) &
+                             ~(uintptr_t)(sizeof(double) - 1));
+    int have_win = 0;
     /* Pass 1: one lattice scale per phase (precomputed sticks). Pass 2, only
      * when that leaves more than RSD_REFINE_ABOVE unexplained: non-cubic
      * phases get their per-axis fit. Cheap frames stay cheap. */
@@ -354,9 +387,16 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
                     }
                 }
             }
-            if (pass == 1 && t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW))
-                refine(t, c, x, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
-            else
+            if (pass == 1 && t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW)) {
+                if (!have_win) {
+                    for (int zi = -nz; zi <= nz; zi++) {
+                        double *lo = win + (size_t)(2 * (zi + nz)) * RSD_MAX_PEAKS;
+                        sin_windows(t, x, np, 0.1 * zi, lo, lo + RSD_MAX_PEAKS);
+                    }
+                    have_win = 1;
+                }
+                refine(t, c, win, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
+            } else
                 explained(x, h, np, t->pos + t->off[c] + (int64_t)bs * t->n_st[c], t->n_st[c],
                           0.1 * bz, t->tol, marks, 1);
         }
