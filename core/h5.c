@@ -105,12 +105,14 @@ fail:
     return st;
 }
 
-pid_status pid_h5_read_f32(hid_t loc, const char *name, float **data, int *ndim, int64_t dims[4],
-                           pid_error *err)
+pid_status pid_h5_read_as(hid_t loc, const char *name, hid_t memtype, void **data, int *ndim,
+                          int64_t dims[4], pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t dset = H5I_INVALID_HID, space = H5I_INVALID_HID;
     *data = NULL;
+    const size_t esize = H5Tget_size(memtype);
+    if (esize == 0) return pid_fail(err, PID_ERR_ARG, "dataset '%s': bad memory type", name);
     pid_h5_quiet();
     dset = H5Dopen2(loc, name, H5P_DEFAULT);
     if (dset < 0) return pid_fail(err, PID_ERR_FORMAT, "no dataset '%s'", name);
@@ -128,12 +130,12 @@ pid_status pid_h5_read_f32(hid_t loc, const char *name, float **data, int *ndim,
         n *= hd[i];
     }
     *ndim = nd;
-    *data = malloc(n ? n * sizeof(float) : 1);
+    *data = malloc(n ? n * esize : 1);
     if (!*data) {
         st = pid_fail(err, PID_ERR_NOMEM, "dataset '%s': out of memory", name);
         goto fail;
     }
-    if (n) PID_H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data));
+    if (n) PID_H5_CHECK(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data));
 fail:
     if (st && *data) {
         free(*data);
@@ -141,6 +143,15 @@ fail:
     }
     if (space >= 0) H5Sclose(space);
     if (dset >= 0) H5Dclose(dset);
+    return st;
+}
+
+pid_status pid_h5_read_f32(hid_t loc, const char *name, float **data, int *ndim, int64_t dims[4],
+                           pid_error *err)
+{
+    void *v = NULL;
+    pid_status st = pid_h5_read_as(loc, name, H5T_NATIVE_FLOAT, &v, ndim, dims, err);
+    *data = v;
     return st;
 }
 

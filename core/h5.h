@@ -47,6 +47,11 @@ pid_status pid_h5_write_1d(hid_t loc, const char *name, hid_t type, int64_t n, c
 pid_status pid_h5_write_strings(hid_t loc, const char *name, int64_t n, const char *const *s,
                                 pid_error *err);
 
+/* Read a dataset of rank <= 4 as elements of the native type memtype
+ * (H5T_NATIVE_DOUBLE, H5T_NATIVE_INT32, ...; HDF5 converts). *data is
+ * malloc'd (caller frees); dims filled up to 4, *ndim set. */
+pid_status pid_h5_read_as(hid_t loc, const char *name, hid_t memtype, void **data, int *ndim,
+                          int64_t dims[4], pid_error *err);
 /* Read a dataset of any rank as float (converted by HDF5). *data is malloc'd
  * (caller frees); dims filled up to 4, *ndim set. */
 pid_status pid_h5_read_f32(hid_t loc, const char *name, float **data, int *ndim, int64_t dims[4],

@@ -72,20 +72,44 @@ static void residual_setup(cls_classifier *c, int threads)
     const mf_model *m = c->model;
     if (!(m->residual_threshold > 0) || m->grid.axis != 0) return;
     const int64_t k = m->n_classes;
-    pid_structure **ph = calloc((size_t)k, sizeof *ph);
     pid_error e;
     pid_error_clear(&e);
-    int ok = ph != NULL;
-    for (int64_t i = 0; ok && i < k; i++)
-        ok = phase_structure(&m->phases[i], &ph[i], &e) == PID_OK;
-    if (ok) {
-        ok = rsd_create(&c->rsd, (const pid_structure *const *)ph, (int)k, m->grid.x0, m->grid.step,
-                        (int)m->grid.n_points, m->grid.n_lines, m->grid.wavelength_a,
-                        m->grid.wavelength_weight, m->residual_strain_max, &e) == PID_OK;
+    int ok;
+    if (m->stick_off) {
+        /* the model file carries the sticks: no CIF needed */
+        rsd_phase *rp = calloc((size_t)k, sizeof *rp);
+        ok = rp != NULL;
+        for (int64_t i = 0; ok && i < k; i++) {
+            memcpy(rp[i].cell, m->phase_cells + 6 * i, sizeof rp[i].cell);
+            rp[i].spacegroup = m->phase_sg[i];
+            rp[i].n = (int)(m->stick_off[i + 1] - m->stick_off[i]);
+            rp[i].hkl = m->stick_hkl + 3 * m->stick_off[i];
+            rp[i].d = m->stick_d + m->stick_off[i];
+        }
+        if (ok)
+            ok = rsd_create_from(&c->rsd, rp, (int)k, m->grid.x0, m->grid.step,
+                                 (int)m->grid.n_points, m->grid.n_lines, m->grid.wavelength_a,
+                                 m->grid.wavelength_weight, m->residual_strain_max, &e) == PID_OK;
+        else
+            pid_fail(&e, PID_ERR_NOMEM, "out of memory");
+        free(rp);
+    } else {
+        /* older model files: the phases' CIFs (their recorded paths, or the
+         * built-in library by name) */
+        pid_structure **ph = calloc((size_t)k, sizeof *ph);
+        ok = ph != NULL;
+        for (int64_t i = 0; ok && i < k; i++)
+            ok = phase_structure(&m->phases[i], &ph[i], &e) == PID_OK;
+        if (ok) {
+            ok = rsd_create(&c->rsd, (const pid_structure *const *)ph, (int)k, m->grid.x0,
+                            m->grid.step, (int)m->grid.n_points, m->grid.n_lines,
+                            m->grid.wavelength_a, m->grid.wavelength_weight, m->residual_strain_max,
+                            &e) == PID_OK;
+        }
+        for (int64_t i = 0; ph && i < k; i++)
+            pid_structure_destroy(ph[i]);
+        free(ph);
     }
-    for (int64_t i = 0; ph && i < k; i++)
-        pid_structure_destroy(ph[i]);
-    free(ph);
     if (ok) {
         c->rsd_threads = threads > 0 ? threads : 1;
         c->rsd_scratch =

@@ -61,6 +61,12 @@ void mf_model_destroy(mf_model *m)
     free(m->buffers);
     free(m->opt_m);
     free(m->opt_v);
+    free(m->phase_cells);
+    free(m->phase_sg);
+    free(m->stick_off);
+    free(m->stick_hkl);
+    free(m->stick_d);
+    free(m->stick_int);
     free(m);
 }
 
@@ -168,6 +174,44 @@ done:
     return st;
 }
 
+/* The optional phase cells and sticks: all or none, consistent. */
+static pid_status validate_sticks(const mf_model *m, pid_error *err)
+{
+    const int any =
+        m->phase_cells || m->phase_sg || m->stick_off || m->stick_hkl || m->stick_d || m->stick_int;
+    if (!any) return PID_OK;
+    if (!m->phase_cells || !m->phase_sg || !m->stick_off ||
+        (m->n_sticks > 0 && (!m->stick_hkl || !m->stick_d || !m->stick_int)))
+        return pid_fail(err, PID_ERR_FORMAT, "phase sticks: datasets incomplete");
+    const int64_t k = m->n_classes;
+    for (int64_t c = 0; c < k; c++) {
+        const double *p = m->phase_cells + 6 * c;
+        for (int i = 0; i < 6; i++)
+            if (!isfinite(p[i]) || !(p[i] > 0) || (i >= 3 && !(p[i] < 180)))
+                return pid_fail(err, PID_ERR_FORMAT, "phase %lld: bad cell", (long long)c);
+        if (m->phase_sg[c] < 1 || m->phase_sg[c] > 230)
+            return pid_fail(err, PID_ERR_FORMAT, "phase %lld: space group %d outside 1..230",
+                            (long long)c, m->phase_sg[c]);
+        if (m->stick_off[c] < 0 || m->stick_off[c + 1] < m->stick_off[c])
+            return pid_fail(err, PID_ERR_FORMAT, "phase sticks: offsets not increasing at %lld",
+                            (long long)c);
+    }
+    if (m->stick_off[0] != 0 || m->stick_off[k] != m->n_sticks)
+        return pid_fail(err, PID_ERR_FORMAT, "phase sticks: offsets do not span the %lld sticks",
+                        (long long)m->n_sticks);
+    for (int64_t j = 0; j < m->n_sticks; j++) {
+        if (!(m->stick_d[j] > 0) || !isfinite(m->stick_d[j]) || !(m->stick_int[j] >= 0.0f) ||
+            !isfinite(m->stick_int[j]))
+            return pid_fail(err, PID_ERR_FORMAT, "phase sticks: stick %lld: bad d or intensity",
+                            (long long)j);
+        for (int i = 0; i < 3; i++)
+            if (m->stick_hkl[3 * j + i] < -1000 || m->stick_hkl[3 * j + i] > 1000)
+                return pid_fail(err, PID_ERR_FORMAT, "phase sticks: index out of range at %lld",
+                                (long long)j);
+    }
+    return PID_OK;
+}
+
 pid_status mf_validate(const mf_model *m, pid_error *err)
 {
     pid_status st;
@@ -242,6 +286,7 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
         return pid_fail(err, PID_ERR_FORMAT,
                         "residual check: threshold %g outside [0, 1] or strain %g outside [0, 0.1]",
                         m->residual_threshold, m->residual_strain_max);
+    if ((st = validate_sticks(m, err))) return st;
     if (m->train_steps < 0 || m->train_batch < 0 || !isfinite(m->train_flops) || m->train_flops < 0)
         return pid_fail(err, PID_ERR_FORMAT, "bad training provenance (steps/batch/FLOPs)");
     if (!m->generator || !m->phaseid_version || !m->created || !m->library)
@@ -289,6 +334,41 @@ static pid_status write_phases(hid_t fid, const mf_model *m, pid_error *err)
 fail:
     if (g >= 0) H5Gclose(g);
     free(s);
+    return st;
+}
+
+/* A contiguous 2-D dataset [rows, cols] of native type `type` (rows may be 0). */
+static pid_status write_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
+                           const void *buf, pid_error *err)
+{
+    pid_status st = PID_OK;
+    hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    PID_H5_CHECK(space = H5Screate_simple(2, dims, NULL));
+    PID_H5_CHECK(dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (rows > 0) PID_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+fail:
+    if (dset >= 0) H5Dclose(dset);
+    if (space >= 0) H5Sclose(space);
+    return st;
+}
+
+static pid_status write_sticks(hid_t fid, const mf_model *m, pid_error *err)
+{
+    pid_status st = PID_OK;
+    hid_t g = H5I_INVALID_HID;
+    const int64_t k = m->n_classes;
+    PID_H5_CHECK(g = H5Gopen2(fid, "phases", H5P_DEFAULT));
+    if ((st = write_2d(g, "cells", H5T_NATIVE_DOUBLE, k, 6, m->phase_cells, err)) ||
+        (st = pid_h5_write_1d(g, "spacegroups", H5T_NATIVE_INT32, k, m->phase_sg, err)) ||
+        (st = pid_h5_write_1d(g, "sticks_offset", H5T_NATIVE_INT64, k + 1, m->stick_off, err)) ||
+        (st = write_2d(g, "sticks_hkl", H5T_NATIVE_INT32, m->n_sticks, 3, m->stick_hkl, err)) ||
+        (st = pid_h5_write_1d(g, "sticks_d", H5T_NATIVE_DOUBLE, m->n_sticks, m->stick_d, err)) ||
+        (st = pid_h5_write_1d(g, "sticks_intensity", H5T_NATIVE_FLOAT, m->n_sticks, m->stick_int,
+                              err)))
+        goto fail;
+fail:
+    if (g >= 0) H5Gclose(g);
     return st;
 }
 
@@ -350,6 +430,7 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
         (st = pid_h5_write_1d(fid, "buffers", H5T_NATIVE_FLOAT, m->n_buffers, m->buffers, err)) ||
         (st = write_phases(fid, m, err)) || (st = write_grid(fid, &m->grid, err)))
         goto fail;
+    if (m->stick_off && (st = write_sticks(fid, m, err))) goto fail;
     if (m->opt_m &&
         ((st = pid_h5_write_1d(fid, "optimizer_m", H5T_NATIVE_FLOAT, m->n_params, m->opt_m, err)) ||
          (st = pid_h5_write_1d(fid, "optimizer_v", H5T_NATIVE_FLOAT, m->n_params, m->opt_v, err)) ||
@@ -626,6 +707,53 @@ fail:
     return st;
 }
 
+/* Read dataset `name` of shape [rows] (cols 0) or [rows, cols] as memtype. */
+static pid_status read_shaped(hid_t fid, const char *name, hid_t memtype, int64_t rows,
+                              int64_t cols, void **out, pid_error *err)
+{
+    int nd = 0;
+    int64_t dims[4] = {0};
+    pid_status st = pid_h5_read_as(fid, name, memtype, out, &nd, dims, err);
+    if (st) return st;
+    if (nd != (cols ? 2 : 1) || dims[0] != rows || (cols && dims[1] != cols)) {
+        free(*out);
+        *out = NULL;
+        return pid_fail(err, PID_ERR_FORMAT, "dataset '%s' has the wrong shape", name);
+    }
+    return PID_OK;
+}
+
+/* The optional phase cells and sticks (all six datasets, or none). */
+static pid_status read_sticks(hid_t fid, mf_model *m, pid_error *err)
+{
+    if (H5Lexists(fid, "phases/sticks_offset", H5P_DEFAULT) <= 0) return PID_OK;
+    const int64_t k = m->n_classes;
+    void *v = NULL;
+    pid_status st;
+    if ((st = read_shaped(fid, "phases/cells", H5T_NATIVE_DOUBLE, k, 6, &v, err))) return st;
+    m->phase_cells = v;
+    if ((st = read_shaped(fid, "phases/spacegroups", H5T_NATIVE_INT32, k, 0, &v, err))) return st;
+    m->phase_sg = v;
+    if ((st = read_shaped(fid, "phases/sticks_offset", H5T_NATIVE_INT64, k + 1, 0, &v, err)))
+        return st;
+    m->stick_off = v;
+    m->n_sticks = m->stick_off[k];
+    if (m->n_sticks < 0 || m->n_sticks > ((int64_t)1 << 28))
+        return pid_fail(err, PID_ERR_FORMAT, "phase sticks: count %lld out of range",
+                        (long long)m->n_sticks);
+    if ((st = read_shaped(fid, "phases/sticks_hkl", H5T_NATIVE_INT32, m->n_sticks, 3, &v, err)))
+        return st;
+    m->stick_hkl = v;
+    if ((st = read_shaped(fid, "phases/sticks_d", H5T_NATIVE_DOUBLE, m->n_sticks, 0, &v, err)))
+        return st;
+    m->stick_d = v;
+    if ((st = read_shaped(fid, "phases/sticks_intensity", H5T_NATIVE_FLOAT, m->n_sticks, 0, &v,
+                          err)))
+        return st;
+    m->stick_int = v;
+    return PID_OK;
+}
+
 static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
 {
     pid_status st;
@@ -711,6 +839,7 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
     if ((st = read_floats(fid, "params", m->n_params, &m->params, err)) ||
         (st = read_floats(fid, "buffers", m->n_buffers, &m->buffers, err)))
         return st;
+    if ((st = read_sticks(fid, m, err))) return st;
     if (H5Lexists(fid, "optimizer_m", H5P_DEFAULT) > 0 &&
         ((st = read_floats(fid, "optimizer_m", m->n_params, &m->opt_m, err)) ||
          (st = read_floats(fid, "optimizer_v", m->n_params, &m->opt_v, err)) ||
@@ -784,8 +913,10 @@ void mf_print_summary(FILE *f, const mf_model *m)
             m->unknown_score ? m->unknown_score : "?", m->unknown_threshold, m->unknown_auroc);
     if (m->residual_threshold > 0)
         fprintf(f,
-                "  residual     : unexplained peak intensity > %.3g flags unknown (cells +-%.3g)\n",
-                m->residual_threshold, m->residual_strain_max);
+                "  residual     : unexplained peak intensity > %.3g flags unknown (cells +-%.3g; "
+                "%s)\n",
+                m->residual_threshold, m->residual_strain_max,
+                m->stick_off ? "sticks in the file" : "sticks from the phases' CIFs");
     else
         fprintf(f, "  residual     : off\n");
     fprintf(f, "  training     : seed %llu, %lld steps x batch %lld, %.3g FLOPs\n",

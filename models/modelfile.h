@@ -18,6 +18,17 @@
  *   /buffers          float32 [n_buffers]  BN running statistics, flat
  *   /phases/names, /phases/formulas, /phases/sources, /phases/references
  *                     variable-length UTF-8 strings [n_classes]
+ *   /phases/cells     float64 [n_classes, 6], optional (with the four below):
+ *                     a b c (angstrom) alpha beta gamma (deg)
+ *   /phases/spacegroups  int32 [n_classes]
+ *   /phases/sticks_offset int64 [n_classes + 1]: phase c's sticks are rows
+ *                     offset[c] .. offset[c + 1] - 1 of
+ *   /phases/sticks_hkl int32 [n_sticks, 3], /phases/sticks_d float64
+ *                     [n_sticks] (d-spacing, angstrom) and
+ *                     /phases/sticks_intensity float32 [n_sticks] (first
+ *                     wavelength, strongest of the phase = 100): the sticks
+ *                     the physics residual check uses (rsd_phase_sticks), so
+ *                     it (and the dashboard's sticks) need no CIF
  *   /grid             attributes: axis ("2theta" | "Q"), x0, step, n_points,
  *                     wavelengths_a, weights (arrays of 1..2), source */
 #ifndef PID_MODELS_MODELFILE_H
@@ -94,6 +105,15 @@ typedef struct {
      * their cells within +-residual_strain_max. 0 = no residual check. */
     double residual_threshold;  /* (0, 1], or 0 = off */
     double residual_strain_max; /* [0, 0.1] */
+    /* The phases' cells, space groups and residual-check sticks (optional
+     * datasets, see the layout above; all NULL when absent). */
+    double *phase_cells; /* [6 n_classes] */
+    int32_t *phase_sg;   /* [n_classes], 1..230 */
+    int64_t *stick_off;  /* [n_classes + 1], 0 .. n_sticks, non-decreasing */
+    int64_t n_sticks;    /* stick_off[n_classes] */
+    int32_t *stick_hkl;  /* [3 n_sticks] */
+    double *stick_d;     /* [n_sticks], > 0 */
+    float *stick_int;    /* [n_sticks], >= 0 */
 
     /* Training provenance. */
     uint64_t train_seed;

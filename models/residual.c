@@ -75,14 +75,122 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+pid_status rsd_phase_sticks(const pid_structure *s, double x0_deg, double step_deg, int n_points,
+                            double wavelength_a, double strain_max, pid_xrd_stick **out, int *n,
+                            pid_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (n_points < 8 || !(step_deg > 0) || !isfinite(x0_deg) || !(wavelength_a > 0) ||
+        !(strain_max >= 0 && strain_max <= 0.1))
+        return pid_fail(err, PID_ERR_ARG, "residual: bad settings");
+    const double hi = x0_deg + step_deg * (n_points - 1);
+    pid_xrd_opts o;
+    pid_xrd_opts_default(&o);
+    /* sticks whose scaled positions can reach the grid */
+    o.two_theta_min_deg = fmax(0.5, x0_deg * (1.0 - 2.0 * strain_max) - 2.0);
+    o.two_theta_max_deg = fmin(179.0, hi * (1.0 + 2.0 * strain_max) + 2.0);
+    o.source.n_lines = 1;
+    o.source.wavelength_a[0] = wavelength_a;
+    o.source.weight[0] = 1.0;
+    o.min_rel_intensity = RSD_MIN_STICK / 100.0;
+    return pid_xrd_sticks(s, &o, out, n, err);
+}
+
 pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k, double x0_deg,
                       double step_deg, int n_points, int n_lines, const double wavelengths_a[2],
                       const double weights[2], double strain_max, pid_error *err)
 {
     *out = NULL;
+    if (k < 1) return pid_fail(err, PID_ERR_ARG, "residual: bad settings");
+    rsd_phase *ph = calloc((size_t)k, sizeof *ph);
+    pid_xrd_stick **st = calloc((size_t)k, sizeof *st);
+    pid_status s = PID_OK;
+    if (!ph || !st) {
+        s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+        goto done;
+    }
+    for (int c = 0; c < k && !s; c++) {
+        int n = 0;
+        if ((s = rsd_phase_sticks(phases[c], x0_deg, step_deg, n_points, wavelengths_a[0],
+                                  strain_max, &st[c], &n, err)))
+            break;
+        const pid_structure *p = phases[c];
+        ph[c] = (rsd_phase){.cell = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma},
+                            .spacegroup = p->spacegroup_number,
+                            .n = n};
+        int32_t *hkl = malloc(sizeof(int32_t) * 3 * (size_t)(n > 0 ? n : 1));
+        double *d = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+        if (!hkl || !d) {
+            free(hkl);
+            free(d);
+            s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+            break;
+        }
+        for (int j = 0; j < n; j++) {
+            hkl[3 * j] = st[c][j].h;
+            hkl[3 * j + 1] = st[c][j].k;
+            hkl[3 * j + 2] = st[c][j].l;
+            d[j] = st[c][j].d_angstrom;
+        }
+        ph[c].hkl = hkl;
+        ph[c].d = d;
+    }
+    if (!s)
+        s = rsd_create_from(out, ph, k, x0_deg, step_deg, n_points, n_lines, wavelengths_a, weights,
+                            strain_max, err);
+done:
+    for (int c = 0; ph && st && c < k; c++) {
+        free(st[c]);
+        free((void *)ph[c].hkl);
+        free((void *)ph[c].d);
+    }
+    free(st);
+    free(ph);
+    return s;
+}
+
+/* Reciprocal metric G* (1/angstrom^2) of a cell a b c alpha beta gamma. */
+static int cell_gstar(const double cell[6], double gs[3][3])
+{
+    const double r = M_PI / 180.0;
+    const double a = cell[0], b = cell[1], c = cell[2];
+    const double ca = cos(cell[3] * r), cb = cos(cell[4] * r), cg = cos(cell[5] * r);
+    const double g[3][3] = {{a * a, a * b * cg, a * c * cb},
+                            {a * b * cg, b * b, b * c * ca},
+                            {a * c * cb, b * c * ca, c * c}};
+    const double det = g[0][0] * (g[1][1] * g[2][2] - g[1][2] * g[2][1]) -
+                       g[0][1] * (g[1][0] * g[2][2] - g[1][2] * g[2][0]) +
+                       g[0][2] * (g[1][0] * g[2][1] - g[1][1] * g[2][0]);
+    if (!(det > 0) || !isfinite(det)) return 0;
+    gs[0][0] = (g[1][1] * g[2][2] - g[1][2] * g[2][1]) / det;
+    gs[0][1] = gs[1][0] = (g[0][2] * g[2][1] - g[0][1] * g[2][2]) / det;
+    gs[0][2] = gs[2][0] = (g[0][1] * g[1][2] - g[0][2] * g[1][1]) / det;
+    gs[1][1] = (g[0][0] * g[2][2] - g[0][2] * g[2][0]) / det;
+    gs[1][2] = gs[2][1] = (g[0][2] * g[1][0] - g[0][0] * g[1][2]) / det;
+    gs[2][2] = (g[0][0] * g[1][1] - g[0][1] * g[1][0]) / det;
+    return 1;
+}
+
+pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, double x0_deg,
+                           double step_deg, int n_points, int n_lines,
+                           const double wavelengths_a[2], const double weights[2],
+                           double strain_max, pid_error *err)
+{
+    *out = NULL;
     if (k < 1 || n_points < 8 || !(step_deg > 0) || !isfinite(x0_deg) || n_lines < 1 ||
         n_lines > 2 || !(wavelengths_a[0] > 0) || !(strain_max >= 0 && strain_max <= 0.1))
         return pid_fail(err, PID_ERR_ARG, "residual: bad settings");
+    for (int c = 0; c < k; c++) {
+        double gs[3][3];
+        if (phases[c].n < 0 || (phases[c].n > 0 && (!phases[c].hkl || !phases[c].d)) ||
+            phases[c].spacegroup < 1 || phases[c].spacegroup > 230 ||
+            !cell_gstar(phases[c].cell, gs))
+            return pid_fail(err, PID_ERR_ARG, "residual: phase %d: bad cell or sticks", c);
+        for (int j = 0; j < phases[c].n; j++)
+            if (!(phases[c].d[j] > 0) || !isfinite(phases[c].d[j]))
+                return pid_fail(err, PID_ERR_ARG, "residual: phase %d: bad d-spacing", c);
+    }
     rsd_table *t = calloc(1, sizeof *t);
     if (!t) return pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
     t->k = k;
@@ -97,29 +205,18 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
     t->sticks = calloc((size_t)k, sizeof *t->sticks);
     t->n_st = calloc((size_t)k, sizeof *t->n_st);
     t->off = calloc((size_t)k, sizeof *t->off);
-    pid_xrd_stick **st = calloc((size_t)k, sizeof *st);
-    int *nst = calloc((size_t)k, sizeof *nst);
     pid_status s = PID_OK;
-    if (!t->n_st || !t->off || !st || !nst || !t->n_free || !t->sticks) {
+    if (!t->n_st || !t->off || !t->n_free || !t->sticks) {
         s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
         goto done;
     }
     const int use2 = n_lines == 2 && weights[1] >= 0.3 * weights[0] && wavelengths_a[1] > 0;
-    const double hi = x0_deg + step_deg * (n_points - 1);
+    const int nl = use2 ? 2 : 1;
     int64_t total = 0;
     for (int c = 0; c < k; c++) {
-        pid_xrd_opts o;
-        pid_xrd_opts_default(&o);
-        /* sticks whose scaled positions can reach the grid */
-        o.two_theta_min_deg = fmax(0.5, x0_deg * (1.0 - 2.0 * strain_max) - 2.0);
-        o.two_theta_max_deg = fmin(179.0, hi * (1.0 + 2.0 * strain_max) + 2.0);
-        o.source.n_lines = 1;
-        o.source.wavelength_a[0] = wavelengths_a[0];
-        o.source.weight[0] = 1.0;
-        o.min_rel_intensity = RSD_MIN_STICK / 100.0;
-        if ((s = pid_xrd_sticks(phases[c], &o, &st[c], &nst[c], err))) goto done;
-        t->n_st[c] = nst[c] * (use2 ? 2 : 1);
-        const int sg = phases[c]->spacegroup_number;
+        const rsd_phase *P = &phases[c];
+        t->n_st[c] = P->n * nl;
+        const int sg = P->spacegroup;
         t->n_free[c] = sg >= 195 ? 1 : sg >= 75 ? 2 : 3;
         t->sticks[c] = malloc(sizeof(rsd_stick) * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
         if (!t->sticks[c]) {
@@ -127,11 +224,11 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
             goto done;
         }
         double gs[3][3];
-        pid_structure_reciprocal_metric(phases[c], gs);
-        for (int j = 0; j < nst[c]; j++) {
-            const double hh[3] = {st[c][j].h, st[c][j].k, st[c][j].l};
-            for (int l = 0; l < (use2 ? 2 : 1); l++) {
-                rsd_stick *q = &t->sticks[c][j * (use2 ? 2 : 1) + l];
+        cell_gstar(P->cell, gs);
+        for (int j = 0; j < P->n; j++) {
+            const double hh[3] = {P->hkl[3 * j], P->hkl[3 * j + 1], P->hkl[3 * j + 2]};
+            for (int l = 0; l < nl; l++) {
+                rsd_stick *q = &t->sticks[c][j * nl + l];
                 q->q[0] = (float)(gs[0][0] * hh[0] * hh[0]);
                 q->q[1] = (float)(gs[1][1] * hh[1] * hh[1]);
                 q->q[2] = (float)(gs[2][2] * hh[2] * hh[2]);
@@ -154,18 +251,14 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
             double scale = 1.0 + (si - ns) * RSD_SCALE_STEP;
             float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
             int m = 0;
-            for (int j = 0; j < nst[c]; j++)
-                for (int l = 0; l < (use2 ? 2 : 1); l++) {
-                    double sn = wavelengths_a[l] / (2.0 * st[c][j].d_angstrom * scale);
+            for (int j = 0; j < phases[c].n; j++)
+                for (int l = 0; l < nl; l++) {
+                    double sn = wavelengths_a[l] / (2.0 * phases[c].d[j] * scale);
                     p[m++] = sn < 1.0 ? (float)(2.0 * asin(sn) * RAD2DEG) : 1e9f;
                 }
             qsort(p, (size_t)m, sizeof *p, cmp_float);
         }
 done:
-    for (int c = 0; st && c < k; c++)
-        free(st[c]);
-    free(st);
-    free(nst);
     if (s) {
         rsd_destroy(t);
         return s;

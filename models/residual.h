@@ -13,6 +13,7 @@
 
 #include "core/status.h"
 #include "synth/structure.h"
+#include "synth/xrd.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,6 +44,33 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
                       double step_deg, int n_points, int n_lines, const double wavelengths_a[2],
                       const double weights[2], double strain_max, pid_error *err);
 void rsd_destroy(rsd_table *t); /* accepts NULL */
+
+/* A phase as the check needs it, without its structure: the cell, the space
+ * group (cubic / uniaxial / lower decides the free cell lengths) and the
+ * sticks' Miller indices and d-spacings (as rsd_phase_sticks gives them). A
+ * model file stores these, so the check runs without the phases' CIFs. */
+typedef struct {
+    double cell[6];     /* a b c (angstrom), alpha beta gamma (deg) */
+    int spacegroup;     /* 1..230 */
+    int n;              /* sticks */
+    const int32_t *hkl; /* [n][3] */
+    const double *d;    /* [n], angstrom */
+} rsd_phase;
+
+/* The sticks rsd_create uses for structure s on that grid and first
+ * wavelength with that strain range: every family that can reach the grid
+ * at a lattice scale within 1 +- 2 strain_max (2 deg margin), at least
+ * RSD_MIN_STICK of the strongest. *out is malloc'd (caller frees). */
+pid_status rsd_phase_sticks(const pid_structure *s, double x0_deg, double step_deg, int n_points,
+                            double wavelength_a, double strain_max, pid_xrd_stick **out, int *n,
+                            pid_error *err);
+/* rsd_create from stored phases (arrays borrowed during the call); the same
+ * table rsd_create builds from the structures those sticks came from.
+ * PID_ERR_ARG for bad settings, cells, space groups or d-spacings. */
+pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, double x0_deg,
+                           double step_deg, int n_points, int n_lines,
+                           const double wavelengths_a[2], const double weights[2],
+                           double strain_max, pid_error *err);
 
 /* Fraction in [0, 1] of the picked peak intensity of frame[n_points] that
  * the phases with present[c] != 0 do not explain (0 when no peak is picked).

@@ -379,6 +379,59 @@ static char *dup_str(const char *s)
 }
 
 /* Fill a model record and save it (atomically) at path. */
+/* The phases' cells, space groups and residual-check sticks into the model
+ * record (m's grid and residual_strain_max set), so the check runs from the
+ * model file alone. */
+static pid_status attach_sticks(mf_model *m, const pid_phaselib *lib, pid_error *err)
+{
+    const int k = pid_phaselib_count(lib);
+    pid_xrd_stick **st = calloc((size_t)k, sizeof *st);
+    int *ns = calloc((size_t)k, sizeof *ns);
+    pid_status s = PID_OK;
+    m->phase_cells = malloc(sizeof(double) * 6 * (size_t)k);
+    m->phase_sg = malloc(sizeof(int32_t) * (size_t)k);
+    m->stick_off = malloc(sizeof(int64_t) * ((size_t)k + 1));
+    if (!st || !ns || !m->phase_cells || !m->phase_sg || !m->stick_off) {
+        s = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the phase sticks");
+        goto done;
+    }
+    m->stick_off[0] = 0;
+    for (int c = 0; c < k; c++) {
+        const pid_structure *p = pid_phaselib_get(lib, c);
+        if ((s = rsd_phase_sticks(p, m->grid.x0, m->grid.step, (int)m->grid.n_points,
+                                  m->grid.wavelength_a[0], m->residual_strain_max, &st[c], &ns[c],
+                                  err)))
+            goto done;
+        const double cell[6] = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma};
+        memcpy(m->phase_cells + 6 * c, cell, sizeof cell);
+        m->phase_sg[c] = p->spacegroup_number;
+        m->stick_off[c + 1] = m->stick_off[c] + ns[c];
+    }
+    m->n_sticks = m->stick_off[k];
+    m->stick_hkl = malloc(sizeof(int32_t) * 3 * (size_t)(m->n_sticks > 0 ? m->n_sticks : 1));
+    m->stick_d = malloc(sizeof(double) * (size_t)(m->n_sticks > 0 ? m->n_sticks : 1));
+    m->stick_int = malloc(sizeof(float) * (size_t)(m->n_sticks > 0 ? m->n_sticks : 1));
+    if (!m->stick_hkl || !m->stick_d || !m->stick_int) {
+        s = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the phase sticks");
+        goto done;
+    }
+    for (int c = 0; c < k; c++)
+        for (int j = 0; j < ns[c]; j++) {
+            int64_t r = m->stick_off[c] + j;
+            m->stick_hkl[3 * r] = st[c][j].h;
+            m->stick_hkl[3 * r + 1] = st[c][j].k;
+            m->stick_hkl[3 * r + 2] = st[c][j].l;
+            m->stick_d[r] = st[c][j].d_angstrom;
+            m->stick_int[r] = (float)st[c][j].intensity;
+        }
+done:
+    for (int c = 0; st && c < k; c++)
+        free(st[c]);
+    free(st);
+    free(ns);
+    return s;
+}
+
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
                              double val_acc, const train_result *cal, double t_nll, int with_opt,
@@ -517,6 +570,7 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
             goto done;
         }
     }
+    if (m->residual_threshold > 0 && (st = attach_sticks(m, lib, err))) goto done;
     if ((st = net_params(n, m->params, m->buffers, err))) goto done;
     if (with_opt) {
         /* a checkpoint: the AdamW state too, so a resume continues exactly */

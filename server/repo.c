@@ -325,6 +325,48 @@ static json_t *peaks_of(const pid_structure *s, const mf_grid *g)
     return a;
 }
 
+/* Peaks of phase c from the sticks the model file carries (first
+ * wavelength, in the grid's 2-theta range, renormalized there: the same
+ * sticks as peaks_of gives, except those under 2 % of the phase's strongest,
+ * which the file does not keep). */
+static json_t *stored_peaks(const mf_model *m, int64_t c)
+{
+    const mf_grid *g = &m->grid;
+    json_t *a = json_array();
+    const int64_t o = m->stick_off[c], n = m->stick_off[c + 1] - o;
+    pid_xrd_stick *st = malloc(sizeof *st * (size_t)(n > 0 ? n : 1));
+    if (!a || !st) {
+        free(st);
+        return a;
+    }
+    const double lo = g->axis == 0 ? fmax(g->x0, 0.5) : 5.0,
+                 hi = g->axis == 0 ? fmin(g->x0 + (double)(g->n_points - 1) * g->step, 179.0)
+                                   : 170.0;
+    int keep = 0;
+    double top = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        double s = g->wavelength_a[0] / (2.0 * m->stick_d[o + j]);
+        if (!(s < 1.0)) continue;
+        double tt = 2.0 * asin(s) * 180.0 / M_PI;
+        if (tt < lo || tt > hi) continue;
+        st[keep] = (pid_xrd_stick){.two_theta_deg = tt, .intensity = m->stick_int[o + j]};
+        if (st[keep].intensity > top) top = st[keep].intensity;
+        keep++;
+    }
+    for (int i = 0; i < keep && top > 0; i++)
+        st[i].intensity *= 100.0 / top;
+    qsort(st, (size_t)keep, sizeof *st, cmp_stick_intensity);
+    int k = 0;
+    while (k < keep && k < SRV_PEAKS_MAX && st[k].intensity >= 1.0)
+        k++;
+    qsort(st, (size_t)k, sizeof *st, cmp_stick_angle);
+    for (int i = 0; i < k; i++)
+        json_array_append_new(a, json_pack("[f, f]", round(st[i].two_theta_deg * 1e4) / 1e4,
+                                           round(st[i].intensity * 100) / 100));
+    free(st);
+    return a;
+}
+
 /* Peaks of phase p: from its source CIF when readable, else the built-in
  * library (loaded once, on demand, into *lib). */
 static json_t *phase_peaks(const mf_phase *p, const mf_grid *g, pid_phaselib **lib, int *lib_tried)
@@ -381,11 +423,12 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
     json_t *phases = json_array();
     for (int64_t k = 0; k < mf->n_classes; k++) {
         const mf_phase *p = &mf->phases[k];
-        json_array_append_new(phases, json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", p->name,
-                                                "formula", p->formula ? p->formula : "", "source",
-                                                p->source ? p->source : "", "reference",
-                                                p->reference ? p->reference : "", "peaks",
-                                                phase_peaks(p, g, lib, lib_tried)));
+        json_array_append_new(
+            phases,
+            json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", p->name, "formula",
+                      p->formula ? p->formula : "", "source", p->source ? p->source : "",
+                      "reference", p->reference ? p->reference : "", "peaks",
+                      mf->stick_off ? stored_peaks(mf, k) : phase_peaks(p, g, lib, lib_tried)));
     }
     json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:f, s:{s:s, s:f, s:f, s:I, s:o}, s:o, s:{s:o, s:o}, "

@@ -13,7 +13,8 @@ server bound to 127.0.0.1, with a small model trained in a temp dir.
 3. The same pattern three ways agrees: `phaseid classify` (CLI) and POST
    /v1/models/NAME/classify give the same JSON object; infer with an axis
    input gives the same probabilities.
-4. /v1/models: fields, reference peaks inside the grid.
+4. /v1/models: fields, reference peaks inside the grid (from the sticks the
+   model file carries; Si 111 at its published angle).
 5. A small stream with a NaN frame, a flat frame and a truncated tail: one
    line per frame in order, error lines where due, the truncation line last.
 6. /v1/events: a stats event and result events of the stream (with its id).
@@ -241,6 +242,13 @@ def v1_models(base):
             check([a for a, _ in pk] == sorted(a for a, _ in pk), "%s peaks sorted" % ph["name"])
     check(with_peaks >= len(m["phases"]) - 2, "peaks for %d of %d phases"
           % (with_peaks, len(m["phases"])))
+    # The model file carries the sticks (a trained model stores them): Si's
+    # strongest line, 111, at 28.443 deg for Cu K-alpha1 (ICDD PDF 27-1402).
+    si = [ph for ph in m["phases"] if ph["name"] == "Si_227"]
+    check(bool(si) and si[0]["peaks"], "Si_227 and its peaks listed")
+    if si and si[0]["peaks"]:
+        a, i = max(si[0]["peaks"], key=lambda p: p[1])
+        check(abs(a - 28.443) < 0.02 and i == 100, "Si 111 at %.4f deg (28.443)" % a)
     check(m["training"]["steps"] == 60, "training steps %s" % m["training"])
     return m
 

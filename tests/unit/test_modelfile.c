@@ -315,6 +315,90 @@ static void test_round_trip(void **state)
     mf_model_destroy(m);
 }
 
+/* The optional phase cells and residual-check sticks: round trip (values
+ * exact), a file without them loads with NULLs, and inconsistent ones
+ * (offsets not spanning the sticks, a space group of 231, d <= 0, a
+ * missing dataset) are refused. */
+static void test_sticks(void **state)
+{
+    (void)state;
+    mf_model *m = make_model(SPEC, 1), *r = NULL;
+    pid_error err;
+    pid_status st;
+    m->residual_threshold = 0.25;
+    m->residual_strain_max = 0.04;
+    const int64_t k = m->n_classes, ns = 2 * k + 1;
+    m->phase_cells = calloc(6 * (size_t)k, sizeof(double));
+    m->phase_sg = calloc((size_t)k, sizeof(int32_t));
+    m->stick_off = calloc((size_t)k + 1, sizeof(int64_t));
+    m->stick_hkl = calloc(3 * (size_t)ns, sizeof(int32_t));
+    m->stick_d = calloc((size_t)ns, sizeof(double));
+    m->stick_int = calloc((size_t)ns, sizeof(float));
+    assert_non_null(m->stick_int);
+    for (int64_t c = 0; c < k; c++) {
+        double cell[6] = {4.0 + 0.125 * (double)c, 4.5, 5.25, 90, 90, c ? 120 : 90};
+        memcpy(m->phase_cells + 6 * c, cell, sizeof cell);
+        m->phase_sg[c] = c ? 194 : 225;
+        m->stick_off[c + 1] = m->stick_off[c] + (c == 0 ? 3 : 2); /* 3 + 2 (k - 1) = ns */
+    }
+    for (int64_t j = 0; j < ns; j++) {
+        m->stick_hkl[3 * j] = (int32_t)j;
+        m->stick_hkl[3 * j + 1] = -1;
+        m->stick_hkl[3 * j + 2] = 2;
+        m->stick_d[j] = 3.0 / (1.0 + (double)j);
+        m->stick_int[j] = (float)(100.0 / (1.0 + (double)j));
+    }
+    m->n_sticks = ns;
+    const char *p1 = tmp_path("sticks.h5");
+    save_ok(p1, m);
+    st = mf_load(p1, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_int_equal(r->n_sticks, ns);
+    assert_memory_equal(r->phase_cells, m->phase_cells, 6 * (size_t)k * sizeof(double));
+    assert_memory_equal(r->phase_sg, m->phase_sg, (size_t)k * sizeof(int32_t));
+    assert_memory_equal(r->stick_off, m->stick_off, ((size_t)k + 1) * sizeof(int64_t));
+    assert_memory_equal(r->stick_hkl, m->stick_hkl, 3 * (size_t)ns * sizeof(int32_t));
+    assert_memory_equal(r->stick_d, m->stick_d, (size_t)ns * sizeof(double));
+    assert_memory_equal(r->stick_int, m->stick_int, (size_t)ns * sizeof(float));
+    mf_model_destroy(r);
+    r = NULL;
+    /* a missing dataset: refused with its name */
+    const char *p2 = tmp_path("sticks_missing.h5");
+    save_ok(p2, m);
+    delete_link(p2, "phases/sticks_d");
+    expect_refusal(p2, PID_ERR_FORMAT, "sticks_d");
+    /* inconsistent values: refused on save */
+    m->stick_off[k] = ns - 1;
+    assert_int_equal(mf_save(tmp_path("sticks_bad.h5"), m, &err), PID_ERR_FORMAT);
+    m->stick_off[k] = ns;
+    m->phase_sg[1] = 231;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "space group"));
+    m->phase_sg[1] = 194;
+    m->stick_d[2] = 0.0;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->stick_d[2] = 1.0;
+    m->stick_int[0] = NAN;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->stick_int[0] = 1.0f;
+    free(m->stick_d);
+    m->stick_d = NULL;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "incomplete"));
+    mf_model_destroy(m);
+    /* a file without them: NULL fields */
+    m = make_model(SPEC, 1);
+    const char *p3 = tmp_path("no_sticks.h5");
+    save_ok(p3, m);
+    st = mf_load(p3, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_null(r->stick_off);
+    assert_null(r->phase_cells);
+    assert_int_equal(r->n_sticks, 0);
+    mf_model_destroy(r);
+    mf_model_destroy(m);
+}
+
 /* Q axis, one line, softmax head without BN (so no buffers), no normalization. */
 static void test_round_trip_q_no_buffers(void **state)
 {
@@ -600,6 +684,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_q_no_buffers),
+        cmocka_unit_test(test_sticks),
         cmocka_unit_test(test_atomic_save),
         cmocka_unit_test(test_refuse_missing_file),
         cmocka_unit_test(test_refuse_not_hdf5),

@@ -5,7 +5,8 @@
  * network's usual wrong guess (spinel), leaves much of it unexplained; nothing
  * present explains nothing; a tetragonal cell strained in opposite senses
  * along a and c (no single lattice scale fits it) is explained by the
- * per-axis fit; bad settings are refused. */
+ * per-axis fit; a table from stored sticks (as a model file carries them)
+ * matches the one from the structures exactly; bad settings are refused. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -227,6 +228,87 @@ static void test_per_axis_strain(void **state)
     free(present);
 }
 
+/* A table built from stored sticks (rsd_phase_sticks -> rsd_create_from, as
+ * a model file carries them) gives exactly the residuals of the table built
+ * from the structures; bad stored phases are refused. */
+static void test_from_sticks(void **state)
+{
+    (void)state;
+    enum { N = 60 };
+    const int k = pid_phaselib_count(lib);
+    rsd_phase *ph = calloc((size_t)k, sizeof *ph);
+    pid_xrd_stick **st = calloc((size_t)k, sizeof *st);
+    assert_non_null(ph);
+    assert_non_null(st);
+    for (int c = 0; c < k; c++) {
+        const pid_structure *p = pid_phaselib_get(lib, c);
+        int n = 0;
+        OK(rsd_phase_sticks(p, 10.0, 0.02, NPT, WL[0], 0.035, &st[c], &n, &err));
+        int32_t *hkl = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
+        double *d = malloc(sizeof(double) * (size_t)(n + 1));
+        assert_non_null(hkl);
+        assert_non_null(d);
+        for (int j = 0; j < n; j++) {
+            hkl[3 * j] = st[c][j].h;
+            hkl[3 * j + 1] = st[c][j].k;
+            hkl[3 * j + 2] = st[c][j].l;
+            d[j] = st[c][j].d_angstrom;
+        }
+        ph[c] = (rsd_phase){.cell = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma},
+                            .spacegroup = p->spacegroup_number,
+                            .n = n,
+                            .hkl = hkl,
+                            .d = d};
+    }
+    rsd_table *t2 = NULL;
+    OK(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err));
+    float *x = malloc(sizeof(float) * N * NPT),
+          *scr = malloc(sizeof(float) * rsd_scratch_floats(tab));
+    int32_t lab[N];
+    uint8_t *present = calloc((size_t)k, 1);
+    assert_non_null(x);
+    assert_non_null(scr);
+    assert_non_null(present);
+    gen(lib, 91, N, x, lab);
+    for (int i = 0; i < N; i++) {
+        /* the true phase, and with an orthorhombic/monoclinic wrong one (per-axis fits) */
+        present[lab[i]] = 1;
+        present[(lab[i] + 17) % k] = (uint8_t)(i % 2);
+        double a = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
+        double b = rsd_unexplained(t2, x + (size_t)i * NPT, present, scr);
+        assert_true(a == b);
+        memset(present, 0, (size_t)k);
+    }
+    rsd_destroy(t2);
+    /* refused: a space group of 0, a zero d-spacing, a flat cell */
+    ph[0].spacegroup = 0;
+    assert_int_equal(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err),
+                     PID_ERR_ARG);
+    ph[0].spacegroup = 225;
+    const double d0 = ph[1].d[0];
+    ((double *)ph[1].d)[0] = 0.0;
+    assert_int_equal(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err),
+                     PID_ERR_ARG);
+    ((double *)ph[1].d)[0] = d0;
+    OK(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err));
+    rsd_destroy(t2);
+    t2 = NULL;
+    ph[2].cell[3] = 0.0;
+    assert_int_equal(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err),
+                     PID_ERR_ARG);
+    assert_null(t2);
+    for (int c = 0; c < k; c++) {
+        free(st[c]);
+        free((void *)ph[c].hkl);
+        free((void *)ph[c].d);
+    }
+    free(st);
+    free(ph);
+    free(x);
+    free(scr);
+    free(present);
+}
+
 static void test_bad_settings(void **state)
 {
     (void)state;
@@ -242,9 +324,8 @@ static void test_bad_settings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_true_vs_wrong_phase),
-        cmocka_unit_test(test_out_of_library),
-        cmocka_unit_test(test_per_axis_strain),
+        cmocka_unit_test(test_true_vs_wrong_phase), cmocka_unit_test(test_out_of_library),
+        cmocka_unit_test(test_per_axis_strain),     cmocka_unit_test(test_from_sticks),
         cmocka_unit_test(test_bad_settings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -441,7 +441,9 @@ static void test_outlier_exposure(void **state)
 /* The physics residual check end to end: a model trained on the 4 test
  * phases stores a residual threshold; classification applies it; patterns of
  * its own phases are rarely flagged, patterns of brucite (not among them)
- * mostly are, and no_residual switches the check off. */
+ * mostly are, and no_residual switches the check off. The model file carries
+ * the phases' sticks (Si's 111 at the published d-spacing), so the check runs
+ * with no CIF reachable, giving the same residuals; without them it is off. */
 static void test_residual_flag(void **state)
 {
     (void)state;
@@ -473,6 +475,7 @@ static void test_residual_flag(void **state)
     pid_xrd_gen_destroy(g);
     pid_phaselib_destroy(dl);
 
+    double rk_on[N];
     for (int off = 0; off < 2; off++) {
         cls_options co = {.device = "cpu", .max_batch = 32, .no_residual = off};
         cls_classifier *c = NULL;
@@ -493,6 +496,7 @@ static void test_residual_flag(void **state)
                 else {
                     assert_true(res->residual[i] >= 0 && res->residual[i] <= 1);
                     resid_flag[set] += res->residual[i] > cls_model(c)->residual_threshold;
+                    if (set == 0) rk_on[i] = res->residual[i];
                 }
             }
         }
@@ -506,6 +510,70 @@ static void test_residual_flag(void **state)
         cls_results_destroy(res);
         cls_close(c);
     }
+
+    mf_model *m = NULL;
+    OK(mf_load(path, &m, &err));
+    assert_non_null(m->stick_off);
+    assert_true(m->n_sticks > 0);
+    /* Si, a = 5.4309 A: d(111) = a / sqrt(3) = 3.1355 A (ICDD PDF 27-1402) */
+    assert_string_equal(m->phases[1].name, "Si_227");
+    assert_int_equal(m->phase_sg[1], 227);
+    int found = 0;
+    for (int64_t j = m->stick_off[1]; j < m->stick_off[2]; j++)
+        if (m->stick_hkl[3 * j] == 1 && m->stick_hkl[3 * j + 1] == 1 &&
+            m->stick_hkl[3 * j + 2] == 1) {
+            assert_float_equal(m->stick_d[j], 3.1355, 2e-3);
+            found = 1;
+        }
+    assert_true(found);
+    /* every CIF out of reach: sources renamed, the built-in folder empty */
+    for (int64_t i = 0; i < m->n_classes; i++) {
+        free(m->phases[i].source);
+        m->phases[i].source = strdup("/nonexistent/phase.cif");
+        assert_non_null(m->phases[i].source);
+    }
+    char p2[600], p3[600];
+    snprintf(p2, sizeof p2, "%s/resid-nocif.h5", tmpdir);
+    snprintf(p3, sizeof p3, "%s/resid-nosticks.h5", tmpdir);
+    OK(mf_save(p2, m, &err));
+    free(m->phase_cells);
+    free(m->phase_sg);
+    free(m->stick_off);
+    free(m->stick_hkl);
+    free(m->stick_d);
+    free(m->stick_int);
+    m->phase_cells = NULL;
+    m->phase_sg = NULL;
+    m->stick_off = NULL;
+    m->stick_hkl = NULL;
+    m->stick_d = NULL;
+    m->stick_int = NULL;
+    m->n_sticks = 0;
+    OK(mf_save(p3, m, &err));
+    mf_model_destroy(m);
+    const char *old = getenv("PHASEID_DATA");
+    char *keep = old ? strdup(old) : NULL;
+    setenv("PHASEID_DATA", tmpdir, 1); /* no phases/ folder there */
+    for (int v = 0; v < 2; v++) {
+        cls_options co = {.device = "cpu", .max_batch = 32};
+        cls_classifier *c = NULL;
+        cls_results *res = NULL;
+        OK(cls_open_opts(&c, v ? p3 : p2, &co, &err));
+        assert_int_equal(cls_has_residual(c), !v);
+        if (!v) {
+            OK(cls_results_create(&res, c, N, &err));
+            OK(cls_run(c, xk, N, res, &err));
+            for (int i = 0; i < N; i++)
+                assert_true(res->residual[i] == rk_on[i]);
+            cls_results_destroy(res);
+        }
+        cls_close(c);
+    }
+    if (keep)
+        setenv("PHASEID_DATA", keep, 1);
+    else
+        unsetenv("PHASEID_DATA");
+    free(keep);
     free(xk);
     free(xu);
 }
