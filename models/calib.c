@@ -353,6 +353,21 @@ double calib_energy(const float *logits, size_t k, double T)
     return -T * row_lse(logits, k, T);
 }
 
+int calib_present_set(const float *logits, size_t k, int multilabel, uint8_t *present)
+{
+    if (!logits || !present || k == 0) return 0;
+    size_t top = 0;
+    int n = 0;
+    for (size_t c = 0; c < k; c++) {
+        if (logits[c] > logits[top]) top = c;
+        present[c] = multilabel && logits[c] >= 0.0f;
+    }
+    present[top] = 1;
+    for (size_t c = 0; c < k; c++)
+        n += present[c];
+    return n;
+}
+
 double calib_msp(const float *logits, size_t k, double T)
 {
     if (!row_ok(logits, k, T)) return NAN;

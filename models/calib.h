@@ -73,6 +73,14 @@ pid_status calib_ece_multilabel(const float *logits, const float *targets, size_
  * T is not finite and > 0, or a logit is not finite. */
 double calib_energy(const float *logits, size_t k, double T);
 
+/* The phases a classification reports as present, from one row of k
+ * logits: the top class, plus for a multi-label (sigmoid) head every class
+ * with probability sigmoid(z / T) >= 0.5, i.e. z >= 0 whatever T. present[k]
+ * gets 0/1; returns how many are present (0 for bad input: NULL, k = 0).
+ * The one rule training (the residual threshold's fit) and classification
+ * use. */
+int calib_present_set(const float *logits, size_t k, int multilabel, uint8_t *present);
+
 /* Maximum softmax probability of softmax(logits / T), in [1/k, 1]; lower =
  * more likely unknown, so use 1 - calib_msp(...) as an unknown score. NaN on
  * the same bad inputs as calib_energy. */

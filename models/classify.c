@@ -452,13 +452,10 @@ static void postprocess(const cls_classifier *c, const float *z, const float *fz
         for (int64_t i = 0; i < k; i++)
             p[i] = (float)(1.0 / (1.0 + exp(-z[i] / t)));
     }
-    sort_desc(p, order, k);
-    int n_present = 0;
-    for (int64_t i = 0; i < k; i++) {
-        present[i] =
-            (i == order[0]) || (m->head == NET_HEAD_SIGMOID && p[i] >= (float)CLS_PRESENT_PROB);
-        n_present += present[i];
-    }
+    sort_desc(z, order, k); /* by logit: the same order as p, without p's float ties */
+    /* the same rule the residual threshold was fitted with (calib.h); the
+     * top class is order[0] (ties: the first, as calib_present_set takes) */
+    const int n_present = calib_present_set(z, (size_t)k, m->head == NET_HEAD_SIGMOID, present);
     if (fz) {
         /* Softmax of the fraction logits restricted to the present classes. */
         double mx = -INFINITY, s = 0;

@@ -18,7 +18,7 @@ extern "C" {
 /* A pattern covering less than this fraction of the model's grid is refused. */
 #define CLS_MIN_COVERAGE 0.5
 /* Probability from which a class counts as present (sigmoid heads; softmax
- * heads always predict their top class). */
+ * heads always predict their top class): logit >= 0 (calib_present_set). */
 #define CLS_PRESENT_PROB 0.5
 
 typedef struct cls_classifier cls_classifier;
@@ -28,9 +28,12 @@ typedef struct cls_classifier cls_classifier;
  * array belongs to frame f; K = n_classes.
  *   prob        calibrated probabilities: softmax(z / T) for softmax heads
  *               (rows sum to 1), sigmoid(z / T) per class for sigmoid heads
- *   order       class indices by decreasing probability (ties: lower index)
- *   present     1 for the predicted phases: the top class, plus (sigmoid
- *               heads) every class with prob >= CLS_PRESENT_PROB
+ *   order       class indices by decreasing logit, so by decreasing
+ *               probability (ties: lower index)
+ *   present     1 for the predicted phases (calib_present_set, the rule the
+ *               residual threshold was fitted with): the top class, plus
+ *               (sigmoid heads) every class with logit >= 0, i.e. prob >=
+ *               CLS_PRESENT_PROB up to the float rounding of prob
  *   fraction    phase fractions: the fractions head's softmax renormalized
  *               over the present classes; without that head 1.0 for a single
  *               present class and NaN (unknown) when several are present;

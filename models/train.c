@@ -616,18 +616,6 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
 /* Logits [n, k] of patterns [base, base + n) of generator g (kg phases),
  * rendered and run in batches of bsz; labels [n] and multi-hot [n, kg] are
  * copied out when non-NULL. */
-/* Predicted phases of logits z[k] at temperature T, as cls_run makes them:
- * the top class, plus (sigmoid heads) every class at probability >= 0.5. */
-static void predicted_set(const float *z, int k, net_head_kind head, double T, uint8_t *present)
-{
-    int top = 0;
-    for (int c = 0; c < k; c++) {
-        if (z[c] > z[top]) top = c;
-        present[c] = head != NET_HEAD_SOFTMAX && z[c] / T >= 0.0;
-    }
-    present[top] = 1;
-}
-
 /* Logits (and labels, multi-hot) of `count` patterns from index base; with
  * rsd, also the physics residual of each pattern for the phases the logits
  * predict at temperature T (resid[count]). */
@@ -659,7 +647,8 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
             goto done;
         if (labels) memcpy(labels + i0, lab, sizeof(int32_t) * (size_t)cnt);
         for (int i = 0; rsd && i < cnt; i++) {
-            predicted_set(logits + (size_t)(i0 + i) * k, k, head, T, pres);
+            calib_present_set(logits + (size_t)(i0 + i) * k, (size_t)k, head != NET_HEAD_SOFTMAX,
+                              pres);
             resid[i0 + i] = rsd_unexplained(rsd, x + (size_t)i * p, pres, scr);
         }
         if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
@@ -794,7 +783,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             goto done;
         }
         for (int i = 0; i < nc; i++) {
-            predicted_set(z + (size_t)i * k, k, head, 1.0, pres);
+            calib_present_set(z + (size_t)i * k, (size_t)k, head != NET_HEAD_SOFTMAX, pres);
             int right = 1;
             for (int c = 0; c < k && right; c++)
                 right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])

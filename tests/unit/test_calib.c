@@ -464,9 +464,30 @@ static void test_bad_inputs(void **state)
     assert_int_equal(calib_threshold_at_tpr(s, 3, 0.9, NULL, &err), PID_ERR_ARG);
 }
 
+/* The predicted-set rule: top class, plus every class with logit >= 0 for
+ * multi-label heads; ties go to the lower index. */
+static void test_present_set(void **state)
+{
+    (void)state;
+    const float z[5] = {-1.0f, 2.0f, 0.0f, 3.0f, -0.0001f};
+    uint8_t pr[5];
+    assert_int_equal(calib_present_set(z, 5, 1, pr), 3);
+    const uint8_t want_ml[5] = {0, 1, 1, 1, 0};
+    assert_memory_equal(pr, want_ml, 5);
+    assert_int_equal(calib_present_set(z, 5, 0, pr), 1);
+    const uint8_t want_sm[5] = {0, 0, 0, 1, 0};
+    assert_memory_equal(pr, want_sm, 5);
+    const float neg[3] = {-2.0f, -1.0f, -1.0f}; /* all absent: the top (first of the tie) */
+    assert_int_equal(calib_present_set(neg, 3, 1, pr), 1);
+    assert_true(pr[0] == 0 && pr[1] == 1 && pr[2] == 0);
+    assert_int_equal(calib_present_set(NULL, 3, 1, pr), 0);
+    assert_int_equal(calib_present_set(z, 0, 1, pr), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_present_set),
         cmocka_unit_test(test_ece_calibrated_small),
         cmocka_unit_test(test_ece_hand),
         cmocka_unit_test(test_fit_temperature_recovers_3),
