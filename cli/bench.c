@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/h5.h"
 #include "kernels/backend.h"
 #include "models/classify.h"
 #include "models/modelfile.h"
@@ -486,6 +487,10 @@ static void bench_classify_usage(FILE *f)
                "  --batch B1,B2,...       batch sizes (default 1,64,4096), each 1..65536\n"
                "  --seconds S             time per batch size, 0.1..600 (default 3)\n"
                "  --threads T             CPU threads (default 0: all online cores)\n"
+               "  --frames FILE.h5        run on the /patterns of a dataset file (phaseid synth\n"
+               "                          xrd on the model's grid, e.g. augmented 1-3-phase\n"
+               "                          mixtures), preprocessed as classify does, cycled to\n"
+               "                          fill the largest batch (default: synthetic frames)\n"
                "  --no-residual           skip the model's physics residual check (the network\n"
                "                          alone; by default cls_run includes it when the model\n"
                "                          has a residual threshold)\n"
@@ -623,6 +628,41 @@ done:
 }
 
 /* Frames per second of cls_run at batch b for `seconds` (after one warm-up call). */
+/* frames[max_b, fs] from the /patterns rows of a dataset file (cycled),
+ * each through cls_prepare_frame. */
+static pid_status benchc_file_frames(const char *path, const cls_classifier *c, float *frames,
+                                     int max_b, int64_t fs, int64_t *n_rows, pid_error *err)
+{
+    hid_t fid = H5I_INVALID_HID;
+    float *x = NULL;
+    int nd = 0;
+    int64_t dims[4] = {0};
+    pid_status st = pid_h5_open_ro(path, &fid, err);
+    if (st) return st;
+    st = pid_h5_read_f32(fid, "patterns", &x, &nd, dims, err);
+    H5Fclose(fid);
+    if (st) {
+        pid_error_prefix(err, "%s: ", path);
+        return st;
+    }
+    if (nd != 2 || dims[0] < 1 || dims[1] != fs) {
+        free(x);
+        return pid_fail(err, PID_ERR_FORMAT,
+                        "%s: /patterns has %lld points per row, the model's grid %lld", path,
+                        nd == 2 ? (long long)dims[1] : -1LL, (long long)fs);
+    }
+    for (int f = 0; f < max_b && !st; f++)
+        st = cls_prepare_frame(c, x + (size_t)(f % dims[0]) * (size_t)fs,
+                               frames + (size_t)f * (size_t)fs, err);
+    free(x);
+    if (st) {
+        pid_error_prefix(err, "%s: ", path);
+        return st;
+    }
+    *n_rows = dims[0];
+    return PID_OK;
+}
+
 static pid_status benchc_measure(cls_classifier *c, const float *frames, int b, double seconds,
                                  cls_results *res, benchc_result *o, pid_error *err)
 {
@@ -649,7 +689,8 @@ static pid_status benchc_measure(cls_classifier *c, const float *frames, int b, 
 static int bench_classify(int argc, char **argv)
 {
     const char *model = NULL, *device = "auto", *json = NULL, *arch = NULL, *input = "1x3501";
-    const char *engine = "infer";
+    const char *engine = "infer", *frames_file = NULL;
+    int64_t frame_rows = 0;
     int sizes[BENCHC_MAX_SIZES] = {1, 64, 4096}, n_sizes = 3, profile = 0;
     long threads = 0, chunk = 0, classes = 83;
     int no_residual = 0;
@@ -686,6 +727,8 @@ static int bench_classify(int argc, char **argv)
             device = v;
         else if (!strcmp(o, "--json"))
             json = v;
+        else if (!strcmp(o, "--frames"))
+            frames_file = v;
         else if (!strcmp(o, "--engine"))
             engine = v;
         else if (!strcmp(o, "--batch")) {
@@ -791,9 +834,13 @@ static int bench_classify(int argc, char **argv)
         goto out;
     }
     /* Deterministic synthetic frames: a few Gaussian peaks on a low floor,
-     * max-normalized, different per frame. */
+     * max-normalized, different per frame; or a dataset file's patterns. */
+    if (frames_file && benchc_file_frames(frames_file, c, frames, max_b, fs, &frame_rows, &err)) {
+        fprintf(stderr, PROGC ": --frames %s\n", err.msg);
+        goto out;
+    }
     uint64_t rng = 0x9E3779B97F4A7C15ull;
-    for (int f = 0; f < max_b; f++) {
+    for (int f = 0; f < max_b && !frames_file; f++) {
         float *x = frames + (size_t)f * (size_t)fs;
         for (int64_t j = 0; j < fs; j++)
             x[j] = 0.02f;
@@ -860,6 +907,10 @@ static int bench_classify(int argc, char **argv)
            (long long)tot.params, 1e-6 * (double)tot.flops_infer, dev);
     printf("engine %s, %d thread%s, physics residual check %s", engine, nthr, nthr == 1 ? "" : "s",
            cls_has_residual(c) ? "on" : "off");
+    if (frames_file)
+        printf(", frames: %lld patterns of %s", (long long)frame_rows, frames_file);
+    else
+        printf(", frames: synthetic (smooth random peaks)");
     if (net_is_infer(nn))
         printf(", chunk %d frames, CPU kernels %s, network buffers %.1f MiB", net_infer_chunk(nn),
                cls_cpu_kernels(c), net_mib);
@@ -914,12 +965,13 @@ static int bench_classify(int argc, char **argv)
         fprintf(jf,
                 "\",\n  \"input\": \"%s\",\n  \"n_classes\": %lld,\n  \"params\": %lld,\n"
                 "  \"flops_per_frame\": %lld,\n  \"device\": \"%s\",\n  \"engine\": \"%s\",\n"
-                "  \"residual_check\": %s,\n"
+                "  \"residual_check\": %s,\n  \"frames_rows\": %lld,\n"
                 "  \"threads\": %d,\n  \"chunk\": %d,\n  \"cpu_kernels\": \"%s\",\n"
                 "  \"network_bytes\": %lld,\n  \"cpu_model\": \"",
                 shape, (long long)m->n_classes, (long long)tot.params, (long long)tot.flops_infer,
-                dev, engine, cls_has_residual(c) ? "true" : "false", nthr, net_infer_chunk(nn),
-                cls_cpu_kernels(c), net_is_infer(nn) ? (long long)net_infer_bytes(nn) : -1LL);
+                dev, engine, cls_has_residual(c) ? "true" : "false", (long long)frame_rows, nthr,
+                net_infer_chunk(nn), cls_cpu_kernels(c),
+                net_is_infer(nn) ? (long long)net_infer_bytes(nn) : -1LL);
         json_escaped(jf, cpu);
         fprintf(jf,
                 "\",\n  \"cores_online\": %ld,\n  \"load_average_1min\": %.2f,\n"
