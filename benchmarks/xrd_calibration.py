@@ -54,7 +54,7 @@ from bench_common import TWIN_COS, find_bin, link_lib, machine, near_twins, s, s
 GRID = "10:80:0.02"
 ARCH = ("conv1d(8,k9,s2,p4) bn relu maxpool(2) conv1d(16,k7,s2,p3) bn relu maxpool(2) "
         "conv1d(32,k5,p2) bn relu maxpool(2) conv1d(64,k3,p1) bn relu maxpool(2) "
-        "flatten dense(128) relu dropout(0.2) head")
+        "conv1d(96,k3,p1) bn relu maxpool(2) flatten dense(256) relu dropout(0.2) head")
 # Beyond the training defaults (strain 3 %, size 5:100 nm, texture r 0.5:1.5,
 # background 0.1, noise 0.5:1.5 %).
 SHIFT = ["--strain", "5", "--size", "3:20", "--texture", "0.3:2.5", "--background", "0.25",
@@ -104,7 +104,7 @@ def main():
     ap.add_argument("--phaseid")
     ap.add_argument("--phases", default="builtin")
     ap.add_argument("--arch", default=ARCH)
-    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", default="3e-3")
     ap.add_argument("--mixtures", type=int, default=3)

@@ -884,6 +884,11 @@ pid_status mf_load(const char *path, mf_model **out, pid_error *err)
  * Summary
  * ------------------------------------------------------------------------ */
 
+int mf_auroc_measured(const mf_model *m)
+{
+    return !(m && m->generator && strstr(m->generator, "\"unknown_auroc_measured\": false"));
+}
+
 void mf_print_summary(FILE *f, const mf_model *m)
 {
     char shape[64];
@@ -909,8 +914,14 @@ void mf_print_summary(FILE *f, const mf_model *m)
             m->preprocessing ? m->preprocessing : "?", m->background_removal ? "on" : "off",
             mf_norm_name(m->normalization));
     fprintf(f, "  calibration  : temperature %.4g, ECE %.4g\n", m->temperature, m->ece);
-    fprintf(f, "  unknown phase: %s score, threshold %.4g, held-out AUROC %.4g\n",
-            m->unknown_score ? m->unknown_score : "?", m->unknown_threshold, m->unknown_auroc);
+    if (mf_auroc_measured(m))
+        fprintf(f, "  unknown phase: %s score, threshold %.4g, held-out AUROC %.4g\n",
+                m->unknown_score ? m->unknown_score : "?", m->unknown_threshold, m->unknown_auroc);
+    else
+        fprintf(f,
+                "  unknown phase: %s score, threshold %.4g, held-out AUROC not measured (no "
+                "phases held out)\n",
+                m->unknown_score ? m->unknown_score : "?", m->unknown_threshold);
     if (m->residual_threshold > 0)
         fprintf(f,
                 "  residual     : unexplained peak intensity > %.3g flags unknown (cells +-%.3g; "

@@ -168,6 +168,9 @@ pid_status mf_load(const char *path, mf_model **out, pid_error *err);
 
 /* Human-readable multi-line summary of m. */
 void mf_print_summary(FILE *f, const mf_model *m);
+/* 0 when training recorded that the unknown-phase AUROC was not measured
+ * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
+int mf_auroc_measured(const mf_model *m);
 
 /* Names: "none" / "max" / "area"; "softmax", "sigmoid", "softmax+fractions",
  * "sigmoid+fractions". */

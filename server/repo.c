@@ -439,8 +439,8 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
         "x0", g->x0, "step", g->step, "n_points", (json_int_t)g->n_points, "wavelength_a", wl,
         "phases", phases, "calibration", "temperature", jnum(mf->temperature), "ece", jnum(mf->ece),
         "unknown", "score", mf->unknown_score ? mf->unknown_score : "energy", "threshold",
-        jnum(mf->unknown_threshold), "auroc", jnum(mf->unknown_auroc), "residual_threshold",
-        jnum(cls_has_residual(m->c) ? mf->residual_threshold : NAN));
+        jnum(mf->unknown_threshold), "auroc", jnum(mf_auroc_measured(mf) ? mf->unknown_auroc : NAN),
+        "residual_threshold", jnum(cls_has_residual(m->c) ? mf->residual_threshold : NAN));
     if (!o) return NULL;
     json_t *tr =
         json_pack("{s:I, s:I, s:I, s:o, s:o, s:s, s:s, s:s}", "seed", (json_int_t)mf->train_seed,

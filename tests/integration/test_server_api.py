@@ -250,6 +250,8 @@ def v1_models(base):
         a, i = max(si[0]["peaks"], key=lambda p: p[1])
         check(abs(a - 28.443) < 0.02 and i == 100, "Si 111 at %.4f deg (28.443)" % a)
     check(m["training"]["steps"] == 60, "training steps %s" % m["training"])
+    check(m["unknown"]["auroc"] is None, "AUROC of a model with no held-out phases: %s (null)"
+          % m["unknown"]["auroc"])
     return m
 
 

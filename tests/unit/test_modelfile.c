@@ -662,6 +662,19 @@ static void test_summary(void **state)
     assert_non_null(strstr(buf, "energy score, threshold -4.25"));
     assert_non_null(strstr(buf, "corundum"));
     assert_non_null(strstr(buf, "COD 9000002"));
+    assert_non_null(strstr(buf, "held-out AUROC 0.9375"));
+    free(buf);
+    buf = NULL;
+    /* a model whose training held no phases out: its AUROC is a placeholder */
+    assert_int_equal(mf_auroc_measured(m), 1);
+    free(m->generator);
+    m->generator = strdup("{\"calibrated\": true, \"unknown_auroc_measured\": false}");
+    assert_int_equal(mf_auroc_measured(m), 0);
+    f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    mf_print_summary(f, m);
+    fclose(f);
+    assert_non_null(strstr(buf, "held-out AUROC not measured"));
     free(buf);
     mf_model_destroy(m);
 }
