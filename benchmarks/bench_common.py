@@ -169,7 +169,9 @@ def near_twins(bin_, phases_dir, strain, grid, wavelength_a, log, min_cos=TWIN_C
                 c2[2] *= 1 + (e1 if cubic else e2)
                 return float(pa @ profile(m, c2))
 
-            # coarse grid, then a fine one around its best
+            # coarse grid, then a fine one around its best (orthorhombic
+            # cells: b and c share one factor, which can only under-rate
+            # a pair's similarity)
             best, b1, b2 = max((cos(e1, e2), e1, e2) for e1 in free2
                                for e2 in ([0.0] if cubic else free2))
             fine = np.linspace(-0.005, 0.005, 21)

@@ -9,7 +9,8 @@ p50/p99 request latency. The load generator is perf_analyzer when a working
 binary is on PATH (the PyPI package 'perf-analyzer' must provide it), else
 wrk (Debian package 'wrk') with a Lua script sending the same binary body.
 The in-process reference is `phaseid bench classify` on the same model and
-device (batch 1, 16 and the server's max batch 64). The ratio column is HTTP
+device (batch 1, 16 and the server's max batch 64) and on the same patterns
+(`--frames`, when h5py is there to write them). The ratio column is HTTP
 patterns/s over the best in-process patterns/s (any batch size, best of a run
 before and one after the HTTP runs: the machine may be shared); the target
 is >= 0.5.
@@ -54,13 +55,26 @@ def cpu_name():
     return platform.processor() or "?"
 
 
+def pattern_row(i, n_points):
+    """Pattern i of the load: two narrow peaks on a floor (counts)."""
+    return [20 + 300 * (abs(j - (37 * i + 200) % n_points) < 4)
+            + 120 * (abs(j - (53 * i + 900) % n_points) < 3) for j in range(n_points)]
+
+
+def frames_file(path, n_points, n=64):
+    """The same patterns as the HTTP bodies, as /patterns of an HDF5 file for
+    the in-process reference (`bench classify --frames`), so both sides
+    classify the same frames (the residual check's cost depends on them)."""
+    import h5py
+    import numpy as np
+    with h5py.File(path, "w") as f:
+        f["patterns"] = np.array([pattern_row(i, n_points) for i in range(n)], np.float32)
+
+
 def body_for(n_points, batch):
     rows = []
     for i in range(batch):
-        rows.append(struct.pack("<%dH" % n_points,
-                                *[20 + 300 * (abs(j - (37 * i + 200) % n_points) < 4)
-                                  + 120 * (abs(j - (53 * i + 900) % n_points) < 3)
-                                  for j in range(n_points)]))
+        rows.append(struct.pack("<%dH" % n_points, *pattern_row(i, n_points)))
     payload = b"".join(rows)
     hdr = json.dumps({"inputs": [{"name": "patterns", "shape": [batch, n_points],
                                   "datatype": "UINT16",
@@ -167,6 +181,15 @@ def main():
     ref_json = os.path.join(tmp, "inproc.json")
     ref_cmd = [a.phaseid, "bench", "classify", "--model", mpath, "--batch", "1,16,64",
                "--seconds", str(a.seconds), "--device", a.device, "--json", ref_json]
+    try:
+        import h5py
+        with h5py.File(mpath, "r") as f:
+            n_model = int(f["grid"].attrs["n_points"])
+        ref_frames = os.path.join(tmp, "frames.h5")
+        frames_file(ref_frames, n_model)
+        ref_cmd += ["--frames", ref_frames]
+    except ImportError:
+        print("(no h5py: the in-process reference runs on bench classify's own frames)")
 
     def inprocess():
         print("$ " + " ".join(ref_cmd), flush=True)
