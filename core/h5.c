@@ -71,19 +71,33 @@ fail:
     return st;
 }
 
-pid_status pid_h5_write_1d(hid_t loc, const char *name, hid_t type, int64_t n, const void *buf,
-                           pid_error *err)
+/* A contiguous dataset of rank 1 or 2 written whole from buf. */
+static pid_status write_whole(hid_t loc, const char *name, hid_t type, int rank, int64_t rows,
+                              int64_t cols, const void *buf, pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
-    hsize_t dims[1] = {(hsize_t)n};
-    PID_H5_CHECK(space = H5Screate_simple(1, dims, NULL));
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    PID_H5_CHECK(space = H5Screate_simple(rank, dims, NULL));
     PID_H5_CHECK(dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    if (n > 0) PID_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+    if (rows > 0 && cols > 0)
+        PID_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
 fail:
     if (dset >= 0) H5Dclose(dset);
     if (space >= 0) H5Sclose(space);
     return st;
+}
+
+pid_status pid_h5_write_1d(hid_t loc, const char *name, hid_t type, int64_t n, const void *buf,
+                           pid_error *err)
+{
+    return write_whole(loc, name, type, 1, n, 1, buf, err);
+}
+
+pid_status pid_h5_write_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
+                           const void *buf, pid_error *err)
+{
+    return write_whole(loc, name, type, 2, rows, cols, buf, err);
 }
 
 pid_status pid_h5_write_strings(hid_t loc, const char *name, int64_t n, const char *const *s,

@@ -43,6 +43,10 @@ pid_status pid_h5_write_rows(hid_t dset, hid_t memtype, int64_t row0, int64_t nr
 /* Write a whole 1-D dataset of `type` from buf. */
 pid_status pid_h5_write_1d(hid_t loc, const char *name, hid_t type, int64_t n, const void *buf,
                            pid_error *err);
+/* Write a whole contiguous 2-D dataset [rows, cols] of `type` from buf
+ * (rows may be 0). */
+pid_status pid_h5_write_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
+                           const void *buf, pid_error *err);
 /* Write a 1-D dataset of strings (variable length). */
 pid_status pid_h5_write_strings(hid_t loc, const char *name, int64_t n, const char *const *s,
                                 pid_error *err);

@@ -36,6 +36,24 @@ mf_model *mf_model_create(void)
     return m;
 }
 
+void mf_model_drop_sticks(mf_model *m)
+{
+    if (!m) return;
+    free(m->phase_cells);
+    free(m->phase_sg);
+    free(m->stick_off);
+    free(m->stick_hkl);
+    free(m->stick_d);
+    free(m->stick_int);
+    m->phase_cells = NULL;
+    m->phase_sg = NULL;
+    m->stick_off = NULL;
+    m->stick_hkl = NULL;
+    m->stick_d = NULL;
+    m->stick_int = NULL;
+    m->n_sticks = 0;
+}
+
 void mf_model_destroy(mf_model *m)
 {
     if (!m) return;
@@ -61,12 +79,7 @@ void mf_model_destroy(mf_model *m)
     free(m->buffers);
     free(m->opt_m);
     free(m->opt_v);
-    free(m->phase_cells);
-    free(m->phase_sg);
-    free(m->stick_off);
-    free(m->stick_hkl);
-    free(m->stick_d);
-    free(m->stick_int);
+    mf_model_drop_sticks(m);
     free(m);
 }
 
@@ -337,32 +350,17 @@ fail:
     return st;
 }
 
-/* A contiguous 2-D dataset [rows, cols] of native type `type` (rows may be 0). */
-static pid_status write_2d(hid_t loc, const char *name, hid_t type, int64_t rows, int64_t cols,
-                           const void *buf, pid_error *err)
-{
-    pid_status st = PID_OK;
-    hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
-    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
-    PID_H5_CHECK(space = H5Screate_simple(2, dims, NULL));
-    PID_H5_CHECK(dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    if (rows > 0) PID_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
-fail:
-    if (dset >= 0) H5Dclose(dset);
-    if (space >= 0) H5Sclose(space);
-    return st;
-}
-
 static pid_status write_sticks(hid_t fid, const mf_model *m, pid_error *err)
 {
     pid_status st = PID_OK;
     hid_t g = H5I_INVALID_HID;
     const int64_t k = m->n_classes;
     PID_H5_CHECK(g = H5Gopen2(fid, "phases", H5P_DEFAULT));
-    if ((st = write_2d(g, "cells", H5T_NATIVE_DOUBLE, k, 6, m->phase_cells, err)) ||
+    if ((st = pid_h5_write_2d(g, "cells", H5T_NATIVE_DOUBLE, k, 6, m->phase_cells, err)) ||
         (st = pid_h5_write_1d(g, "spacegroups", H5T_NATIVE_INT32, k, m->phase_sg, err)) ||
         (st = pid_h5_write_1d(g, "sticks_offset", H5T_NATIVE_INT64, k + 1, m->stick_off, err)) ||
-        (st = write_2d(g, "sticks_hkl", H5T_NATIVE_INT32, m->n_sticks, 3, m->stick_hkl, err)) ||
+        (st = pid_h5_write_2d(g, "sticks_hkl", H5T_NATIVE_INT32, m->n_sticks, 3, m->stick_hkl,
+                              err)) ||
         (st = pid_h5_write_1d(g, "sticks_d", H5T_NATIVE_DOUBLE, m->n_sticks, m->stick_d, err)) ||
         (st = pid_h5_write_1d(g, "sticks_intensity", H5T_NATIVE_FLOAT, m->n_sticks, m->stick_int,
                               err)))

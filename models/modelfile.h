@@ -171,6 +171,9 @@ void mf_print_summary(FILE *f, const mf_model *m);
 /* 0 when training recorded that the unknown-phase AUROC was not measured
  * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
 int mf_auroc_measured(const mf_model *m);
+/* Free and clear the optional phase cells and sticks of a record (a model
+ * saved afterwards has none). */
+void mf_model_drop_sticks(mf_model *m);
 
 /* Names: "none" / "max" / "area"; "softmax", "sigmoid", "softmax+fractions",
  * "sigmoid+fractions". */

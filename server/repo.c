@@ -291,6 +291,20 @@ static int cmp_stick_angle(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Append to a the strongest SRV_PEAKS_MAX of st[n] (intensity >= 1), by
+ * angle, as [two_theta, intensity] pairs (st is reordered). */
+static void append_strongest(json_t *a, pid_xrd_stick *st, int n)
+{
+    qsort(st, (size_t)n, sizeof *st, cmp_stick_intensity);
+    int keep = 0;
+    while (keep < n && keep < SRV_PEAKS_MAX && st[keep].intensity >= 1.0)
+        keep++;
+    qsort(st, (size_t)keep, sizeof *st, cmp_stick_angle);
+    for (int i = 0; i < keep; i++)
+        json_array_append_new(a, json_pack("[f, f]", round(st[i].two_theta_deg * 1e4) / 1e4,
+                                           round(st[i].intensity * 100) / 100));
+}
+
 /* The strongest SRV_PEAKS_MAX sticks (intensity >= 1) of s at the model's
  * first wavelength over its range, by angle: [[two_theta, intensity], ...]. */
 static json_t *peaks_of(const pid_structure *s, const mf_grid *g)
@@ -313,14 +327,7 @@ static json_t *peaks_of(const pid_structure *s, const mf_grid *g)
     pid_error e;
     json_t *a = json_array();
     if (!a || pid_xrd_sticks(s, &o, &st, &n, &e)) return a;
-    qsort(st, (size_t)n, sizeof *st, cmp_stick_intensity);
-    int keep = 0;
-    while (keep < n && keep < SRV_PEAKS_MAX && st[keep].intensity >= 1.0)
-        keep++;
-    qsort(st, (size_t)keep, sizeof *st, cmp_stick_angle);
-    for (int i = 0; i < keep; i++)
-        json_array_append_new(a, json_pack("[f, f]", round(st[i].two_theta_deg * 1e4) / 1e4,
-                                           round(st[i].intensity * 100) / 100));
+    append_strongest(a, st, n);
     free(st);
     return a;
 }
@@ -355,14 +362,7 @@ static json_t *stored_peaks(const mf_model *m, int64_t c)
     }
     for (int i = 0; i < keep && top > 0; i++)
         st[i].intensity *= 100.0 / top;
-    qsort(st, (size_t)keep, sizeof *st, cmp_stick_intensity);
-    int k = 0;
-    while (k < keep && k < SRV_PEAKS_MAX && st[k].intensity >= 1.0)
-        k++;
-    qsort(st, (size_t)k, sizeof *st, cmp_stick_angle);
-    for (int i = 0; i < k; i++)
-        json_array_append_new(a, json_pack("[f, f]", round(st[i].two_theta_deg * 1e4) / 1e4,
-                                           round(st[i].intensity * 100) / 100));
+    append_strongest(a, st, keep);
     free(st);
     return a;
 }
