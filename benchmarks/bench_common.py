@@ -33,17 +33,20 @@ def s(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def machine():
-    cpu = platform.processor()
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (else platform's guess)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    return platform.processor() or "unknown"
+
+
+def machine():
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "loadavg": list(os.getloadavg())}
 
 

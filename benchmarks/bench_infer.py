@@ -16,27 +16,18 @@ commands.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_model  # noqa: E402
+
 # The compact 1D CNN of issue 3 (point 4) on the 10-80 deg, 0.02 deg grid.
 EXAMPLE = ("conv1d(16,k9,s2,p4) bn relu maxpool(2) conv1d(32,k7,s2,p3) bn relu maxpool(2) "
            "conv1d(64,k5,p2) bn relu maxpool(2) conv1d(64,k3,p1) bn relu gpool dense(128) relu "
            "head")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_once(cmd):

@@ -26,7 +26,6 @@ Prints a table and writes the JSON (machine, commands, numbers).
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import struct
@@ -36,6 +35,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_model  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from server_fixture import start_server, stop_server  # noqa: E402
@@ -43,16 +45,6 @@ from server_fixture import start_server, stop_server  # noqa: E402
 SMALL = ("conv1d(16,k9,s2,p4) bn relu maxpool(2) conv1d(32,k7,s2,p3) bn relu maxpool(2) "
          "conv1d(32,k5,p2) bn relu maxpool(2) conv1d(64,k3,p1) bn relu maxpool(2) "
          "flatten dense(128) relu head")
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def pattern_row(i, n_points):
@@ -251,7 +243,7 @@ def main():
 
     print()
     print("HTTP binary (%s, %s) vs in-process (phaseid bench classify), device %s, %s, %d cores"
-          % (tool, "UINT16 patterns", a.device, cpu_name(), os.cpu_count()))
+          % (tool, "UINT16 patterns", a.device, cpu_model(), os.cpu_count()))
     print("in-process patterns/s (best of 2 runs): " + ", ".join(
         "batch %d: %.0f" % (b, v) for b, v in sorted(inproc.items())))
     print("%-10s %-6s %-12s %-10s %-10s %-8s %s" % ("pat/req", "conc", "patterns/s", "p50 ms",
@@ -263,7 +255,7 @@ def main():
     best = max(rows, key=lambda m: m["patterns_per_s"])
     print("best HTTP/in-process ratio %.2f (target >= 0.5); mean server batch %.1f; server exit %d"
           % (best["ratio_to_inprocess"], mean_batch, rc))
-    out = {"benchmark": "http_load", "tool": tool, "device": a.device, "cpu": cpu_name(),
+    out = {"benchmark": "http_load", "tool": tool, "device": a.device, "cpu": cpu_model(),
            "cores": os.cpu_count(), "model_points": n_points,
            "model": a.model or ("trained: " + SMALL + " grid " + a.grid),
            "inprocess_cmd": " ".join(ref_cmd).replace(tmp, "$TMP"),

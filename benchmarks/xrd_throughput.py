@@ -31,6 +31,9 @@ import tempfile
 import time
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_model  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUILTIN = ["Cu_225", "Al2SiO5_58", "ZrO2_14", "Y2O3_206"]
@@ -43,17 +46,6 @@ def find_bin(arg):
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     sys.exit("phaseid binary not found: build it or pass --phaseid / PHASEID_BIN")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pymatgen_version():

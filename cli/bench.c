@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "cli/cli.h"
 #include "core/h5.h"
 #include "kernels/backend.h"
@@ -64,13 +65,6 @@ static double thread_cpu_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -127,7 +121,7 @@ static void *bench_cpu_thread(void *arg)
     }
     uint64_t idx = j->first;
     const double c0 = thread_cpu_s();
-    while (now_s() < j->t_end) {
+    while (pid_mono_s() < j->t_end) {
         for (int i = 0; i < BENCH_BATCH; i++)
             if ((j->st = pid_augment_draw(&c->aug, &c->ctx, 1, idx++, &pats[i], &lab, &j->err)))
                 goto done;
@@ -155,7 +149,7 @@ static pid_status bench_cpu(const bench_cfg *c, int threads, double *rate, doubl
         free(tid);
         return pid_fail(err, PID_ERR_NOMEM, "bench: out of memory");
     }
-    double t0 = now_s();
+    double t0 = pid_mono_s();
     int started = 0;
     for (int i = 0; i < threads; i++) {
         jobs[i].cfg = c;
@@ -176,7 +170,7 @@ static pid_status bench_cpu(const bench_cfg *c, int threads, double *rate, doubl
             *err = jobs[i].err;
         }
     }
-    double el = now_s() - t0;
+    double el = pid_mono_s() - t0;
     *rate = el > 0 ? (double)total / el : 0.0;
     *per_cpu = cpu > 0 ? (double)total / cpu : 0.0;
     free(jobs);
@@ -208,8 +202,8 @@ static pid_status bench_cuda(const bench_cfg *c, pid_backend *be, double *rate, 
     if ((st = k_xrd_render(be, &c->ctx.grid, d_refl, c->n_refl, pats, batch, d_out, err)))
         goto done;
     int64_t total = 0;
-    double t0 = now_s(), el = 0.0;
-    while ((el = now_s() - t0) < c->seconds) {
+    double t0 = pid_mono_s(), el = 0.0;
+    while ((el = pid_mono_s() - t0) < c->seconds) {
         if ((st = k_xrd_render(be, &c->ctx.grid, d_refl, c->n_refl, pats, batch, d_out, err)))
             goto done;
         total += batch;
@@ -670,11 +664,11 @@ static pid_status benchc_measure(cls_classifier *c, const float *frames, int b, 
     if (st) return st;
     int64_t done = 0;
     double c0 = process_cpu_s();
-    double t0 = now_s(), t = t0;
+    double t0 = pid_mono_s(), t = t0;
     do {
         if ((st = cls_run(c, frames, b, res, err))) return st;
         done += b;
-        t = now_s();
+        t = pid_mono_s();
     } while (t - t0 < seconds);
     o->batch = b;
     o->frames = done;

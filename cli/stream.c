@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/h5.h"
@@ -134,13 +135,6 @@ static void on_sigint(int sig)
 {
     (void)sig;
     g_stop = 1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int sbuf_add(sbuf *b, const char *p, size_t n)
@@ -379,7 +373,7 @@ static int demo_frames(const stream_opts *o, const model_grid *g, frame_set *fs)
         fprintf(stderr, PROG ": out of memory for %d frames\n", fs->n);
         goto done;
     }
-    double t0 = now_s();
+    double t0 = pid_mono_s();
     if (demo_render(sc, 0, fs->n, fs->y, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         goto done;
@@ -394,7 +388,7 @@ static int demo_frames(const stream_opts *o, const model_grid *g, frame_set *fs)
     }
     if (!o->json && !o->quiet)
         fprintf(stderr, PROG ": %s: %d frames of %d points (%.5g..%.5g deg) rendered in %.2f s\n",
-                o->demo, fs->n, fs->p, g->x0, g->x0 + g->step * (fs->p - 1), now_s() - t0);
+                o->demo, fs->n, fs->p, g->x0, g->x0 + g->step * (fs->p - 1), pid_mono_s() - t0);
     ret = 0;
 done:
     demo_destroy(sc);
@@ -715,7 +709,7 @@ static size_t upload_cb(char *dst, size_t sz, size_t nm, void *u)
             }
             if (r->o->rate > 0.0) {
                 double due = r->t0 + (double)r->t->sent / r->o->rate;
-                if (now_s() < due) {
+                if (pid_mono_s() < due) {
                     if (out > 0) break;
                     r->paused = 1;
                     return CURL_READFUNC_PAUSE;
@@ -805,7 +799,7 @@ static int stream_request(CURLM *multi, CURL *h, const stream_opts *o, const fra
         if (!running || mc != CURLM_OK) break;
         int wait_ms = 100;
         if (r.paused) {
-            double due = t0 + (double)t->sent / o->rate, left = due - now_s();
+            double due = t0 + (double)t->sent / o->rate, left = due - pid_mono_s();
             if (left <= 0.0 || g_stop) {
                 r.paused = 0;
                 curl_easy_pause(h, CURLPAUSE_CONT);
@@ -1007,7 +1001,7 @@ int cli_stream(int argc, char **argv)
         goto restore;
     }
     tally t = {0};
-    double t0 = now_s();
+    double t0 = pid_mono_s();
     long long seq = 0, total = o.loop ? -1 : fs.n;
     int failed = 0;
     while (!g_stop && (total < 0 || seq < total)) {
@@ -1023,7 +1017,7 @@ int cli_stream(int argc, char **argv)
         seq += t.sent - before;
         if (t.sent == before) break; /* interrupted before the first frame */
     }
-    double dt = now_s() - t0;
+    double dt = pid_mono_s() - t0;
     FILE *sf = o.json ? stderr : stdout;
     fprintf(sf,
             "%s%lld frames sent, %lld results received (%lld frame errors%s) in %.2f s: %.1f "

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "kernels/backend.h"
@@ -109,18 +110,11 @@ typedef struct {
     int64_t last_decile;
 } progress_state;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void progress_cb(int64_t done, int64_t total, void *user)
 {
     progress_state *ps = user;
     if (ps->quiet) return;
-    double t = now_s();
+    double t = pid_mono_s();
     int tty = isatty(fileno(stderr));
     /* Off a terminal (logs, CI) print a plain line every 10 % instead of
      * redrawing one line with carriage returns. */
@@ -293,7 +287,7 @@ static int synth_xrd(int argc, char **argv)
         pid_phaselib_destroy(lib);
         return err.code == PID_ERR_ARG ? 2 : 1;
     }
-    progress_state ps = {now_s(), 0.0, quiet, -1};
+    progress_state ps = {pid_mono_s(), 0.0, quiet, -1};
     if (!quiet)
         fprintf(stderr, PROG ": %lld patterns, %d points, %d phases, %s\n", n, o.grid.n_points,
                 pid_phaselib_count(lib), pid_backend_device_desc(be));
@@ -303,7 +297,7 @@ static int synth_xrd(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err.msg);
         rc = st == PID_ERR_ARG ? 2 : 1;
     } else if (!quiet) {
-        double el = now_s() - ps.t0;
+        double el = pid_mono_s() - ps.t0;
         fprintf(stderr, PROG ": wrote %s (%lld patterns in %.1f s, %.0f patterns/s)\n", out, n, el,
                 el > 0 ? (double)n / el : 0.0);
     }

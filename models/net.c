@@ -1,6 +1,7 @@
 /* Network instances (models/net.h): binds a built spec to a backend, lays out
  * the flat parameter / gradient / AdamW arrays and the activation buffers, and
  * runs forward, loss + backward and AdamW through the ops of kernels/nn.h. */
+#include "core/clock.h"
 #include "models/net.h"
 
 #include <math.h>
@@ -1426,26 +1427,19 @@ static pid_status infer_op(net *n, net_worker *wk, const net_iop *op, const floa
     return pid_fail(err, PID_ERR_INTERNAL, "net: unknown op kind %d", (int)op->kind);
 }
 
-static double mono_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* All ops over frames [f0, f0 + nb). */
 static pid_status infer_chunk(net *n, net_worker *wk, const float *x, int f0, int nb,
                               pid_error *err)
 {
     const net_infer *I = n->inf;
     for (size_t j = 0; j < I->n_ops; j++) {
-        double t0 = I->profile ? mono_s() : 0.0;
+        double t0 = I->profile ? pid_mono_s() : 0.0;
         pid_status st = infer_op(n, wk, &I->ops[j], x, f0, nb, err);
         if (st) {
             pid_error_prefix(err, "net_forward: %s: ", I->ops[j].name);
             return st;
         }
-        if (I->profile) wk->op_s[j] += mono_s() - t0;
+        if (I->profile) wk->op_s[j] += pid_mono_s() - t0;
     }
     return PID_OK;
 }

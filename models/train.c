@@ -2,6 +2,7 @@
  * (split over worker threads) while the current one trains, AdamW with
  * warm-up + cosine decay, validation on a held-out index range, checkpoints
  * and the final model file with full provenance. */
+#include "core/clock.h"
 #include "models/train.h"
 #include "synth/outlier.h"
 
@@ -84,13 +85,6 @@ pid_status train_opts_validate(const train_opts *o, pid_error *err)
         return pid_fail(err, PID_ERR_ARG, "train: checkpoint interval %lld < 0",
                         (long long)o->checkpoint_every);
     return PID_OK;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ------------------------------------------------ parallel batch rendering */
@@ -1124,7 +1118,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     const int64_t ck_every =
         o->checkpoint_every > 0 ? o->checkpoint_every : (o->steps / 10 > 0 ? o->steps / 10 : 1);
     const int has_fr = net_has_fractions(n);
-    double t0 = now_s(), t_print = t0, loss = 0.0;
+    double t0 = pid_mono_s(), t_print = t0, loss = 0.0;
     int64_t win_correct = 0, win_total = 0, tail_correct = 0, tail_total = 0;
     for (int64_t s = step0; s < o->steps; s++) {
         batch_buf *b = producer_get(&pr, s, &st, err);
@@ -1166,7 +1160,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
             tail_total += bsz - pr.n_out;
         }
         int last = s + 1 == o->steps;
-        double t = now_s();
+        double t = pid_mono_s();
         if (!o->quiet &&
             ((tty && (t - t_print > 0.25 || last)) || (!tty && ((s + 1) % every == 0 || last)))) {
             double sps = (double)(s + 1 - step0) * bsz / (t - t0 > 1e-9 ? t - t0 : 1e-9);
@@ -1185,7 +1179,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     }
     r.n_val = o->n_val;
     r.n_calib = o->n_calib;
-    r.train_seconds = now_s() - t0;
+    r.train_seconds = pid_mono_s() - t0;
     r.steps_done = o->steps;
     r.final_loss = loss;
     r.train_acc = tail_total ? (double)tail_correct / (double)tail_total : 0.0;

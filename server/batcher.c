@@ -1,6 +1,7 @@
 /* Dynamic batcher (see batcher.h): a FIFO of jobs counted in frames behind
  * one mutex, and a worker thread that forms batches, runs cls_run and
  * completes jobs outside the lock. */
+#include "core/clock.h"
 #include "server/batcher.h"
 
 #include <errno.h>
@@ -43,13 +44,6 @@ struct srv_batcher {
     srv_job **finished; /* [max_batch + 1] jobs completed by one batch */
 };
 
-double srv_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void abs_deadline(struct timespec *ts, double t_mono)
 {
     ts->tv_sec = (time_t)t_mono;
@@ -63,7 +57,7 @@ static void abs_deadline(struct timespec *ts, double t_mono)
 static void finish_job(srv_job *j, srv_job_status st)
 {
     j->status = st;
-    j->t_done_s = srv_now_s();
+    j->t_done_s = pid_mono_s();
     j->done(j);
 }
 
@@ -95,9 +89,9 @@ static void run_batch(srv_batcher *b, int n_segs, int n)
         }
         frames = b->batch;
     }
-    double t0 = srv_now_s();
+    double t0 = pid_mono_s();
     pid_status st = cls_run(b->c, frames, n, b->res, &err);
-    double t1 = srv_now_s();
+    double t1 = pid_mono_s();
     double qsum = 0, qmax = 0;
     for (int s = 0; s < n_segs; s++) {
         srv_job *j = b->segs[s].job;
@@ -148,7 +142,7 @@ static void *worker(void *arg)
          * waited `delay` (not at all when stopping). */
         double until = b->head->t_submit_s + delay;
         while (b->depth < b->o.max_batch && !b->stop) {
-            double now = srv_now_s();
+            double now = pid_mono_s();
             if (now >= until) break;
             struct timespec ts;
             abs_deadline(&ts, until);
@@ -158,7 +152,7 @@ static void *worker(void *arg)
          * started expire whole. */
         int n = 0, n_segs = 0;
         srv_job *expired = NULL, **exp_tail = &expired;
-        double now = srv_now_s();
+        double now = pid_mono_s();
         while (b->head && n < b->o.max_batch) {
             srv_job *j = b->head;
             if (j->taken_ == 0 && j->deadline_s > 0 && now > j->deadline_s) {
@@ -268,7 +262,7 @@ pid_status srv_batcher_submit(srv_batcher *b, srv_job *job, srv_space_fn on_spac
     if (b->closed) {
         *queued = -1;
     } else if (b->depth + job->n <= b->o.max_queue) {
-        job->t_submit_s = srv_now_s();
+        job->t_submit_s = pid_mono_s();
         if (b->tail)
             b->tail->next_ = job;
         else

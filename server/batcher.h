@@ -38,7 +38,7 @@ struct srv_job {
     int n;               /* frames, >= 1 */
     const float *frames; /* [n * frame size], prepared (cls_prepare_*) */
     srv_results *res;    /* n rows, filled by the worker */
-    double deadline_s;   /* monotonic time (srv_now_s) after which it expires; 0 = none */
+    double deadline_s;   /* monotonic time (pid_mono_s) after which it expires; 0 = none */
     srv_job_done_fn done;
     void *user;
     /* for observers (events): stream name and the frames' sequence numbers
@@ -71,9 +71,6 @@ typedef struct {
     srv_batch_observer observer; /* may be NULL */
     void *observer_user;
 } srv_batcher_opts;
-
-/* Monotonic clock in seconds. */
-double srv_now_s(void);
 
 /* Start the worker of classifier c (ownership passes to the batcher on
  * success, stays with the caller on failure). */

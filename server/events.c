@@ -2,6 +2,7 @@
  * lock, each client's buffer behind its own lock, and a thread for stats and
  * keepalives. Connections are resumed outside the hub lock, holding a
  * reference on the client. */
+#include "core/clock.h"
 #include "server/events.h"
 
 #include <errno.h>
@@ -40,20 +41,6 @@ struct srv_events {
     int stop, joined;
     pthread_t thread;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double unix_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void srv_events_opts_default(srv_events_opts *o)
 {
@@ -172,8 +159,8 @@ void srv_events_broadcast(srv_events *e, const char *event, const char *data)
 static void *hub_thread(void *arg)
 {
     srv_events *e = arg;
-    double next_stats = mono_s() + e->o.stats_interval_s;
-    double next_keep = mono_s() + e->o.keepalive_s;
+    double next_stats = pid_mono_s() + e->o.stats_interval_s;
+    double next_keep = pid_mono_s() + e->o.keepalive_s;
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         double until = next_keep;
@@ -184,7 +171,7 @@ static void *hub_thread(void *arg)
         if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
         pthread_cond_timedwait(&e->cv, &e->mu, &ts);
         if (e->stop) break;
-        double now = mono_s();
+        double now = pid_mono_s();
         int have = atomic_load(&e->n_clients) > 0;
         pthread_mutex_unlock(&e->mu);
         if (e->o.stats_interval_s > 0 && now >= next_stats) {
@@ -393,7 +380,7 @@ static char *render_result(const srv_event_result *r, int with_frame, size_t *le
     int w = snprintf(buf, cap,
                      "event: result\ndata: {\"model\": %s, \"stream\": %s, \"seq\": %lld, "
                      "\"time\": %.3f, \"latency_ms\": %s, \"phases\": ",
-                     mq, sq, r->seq, unix_s(), t2);
+                     mq, sq, r->seq, pid_unix_s(), t2);
     free(mq);
     free(sq);
     if (w < 0 || (size_t)w >= cap) goto fail;
@@ -439,7 +426,7 @@ fail:
 void srv_events_offer(srv_events *e, const srv_event_result *res)
 {
     if (!e || atomic_load(&e->n_clients) == 0) return;
-    double now = mono_s();
+    double now = pid_mono_s();
     srv_sse_client *stackl[64], **list = stackl;
     char *plain = NULL, *framed = NULL;
     size_t plain_len = 0, framed_len = 0;

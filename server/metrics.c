@@ -1,6 +1,7 @@
 /* Service metrics (see metrics.h): counters and fixed-bucket histograms per
  * model behind one mutex each, the Prometheus text page, and the latency
  * window behind its own mutex. */
+#include "core/clock.h"
 #include "server/metrics.h"
 
 #include <math.h>
@@ -47,13 +48,6 @@ struct srv_metrics {
     double t_start_unix;
 };
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 pid_status srv_metrics_create(srv_metrics **out, const char *const *names, int n_models,
                               int max_batch, pid_error *err)
 {
@@ -70,7 +64,7 @@ pid_status srv_metrics_create(srv_metrics **out, const char *const *names, int n
     m->n_models = n_models;
     m->max_batch = max_batch;
     pthread_mutex_init(&m->mu, NULL);
-    m->t_start_unix = unix_now();
+    m->t_start_unix = pid_unix_s();
     for (int i = 0; i < n_models; i++) {
         model_m *mm = &m->models[i];
         pthread_mutex_init(&mm->mu, NULL);
@@ -141,7 +135,7 @@ void srv_metrics_batch(srv_metrics *m, int model, int n, double compute_s, doubl
     mm->batches++;
     mm->compute_s += compute_s;
     mm->queue_s += queue_sum_s;
-    mm->last_unix_s = unix_now();
+    mm->last_unix_s = pid_unix_s();
     dur_add(&mm->compute, compute_s);
     dur_add(&mm->queue, queue_max_s);
     int b = 0;

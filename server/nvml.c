@@ -1,6 +1,7 @@
 /* NVML through dlopen (see nvml.h): the few entry points used are declared
  * here with NVML's C types, so no NVML header is needed to build. Versioned
  * symbols (nvmlInit_v2, nvmlDeviceGetHandleByIndex_v2) as NVML exports them. */
+#include "core/clock.h"
 #include "server/nvml.h"
 
 #include <dlfcn.h>
@@ -23,13 +24,6 @@ struct srv_nvml {
     pthread_mutex_t mu; /* integration state when energy is unavailable */
     double t_last, integrated_j;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 pid_status srv_nvml_open(srv_nvml **out, int index, pid_error *err)
 {
@@ -72,7 +66,7 @@ pid_status srv_nvml_open(srv_nvml **out, int index, pid_error *err)
         snprintf(n->name, sizeof n->name, "GPU %d", index);
     n->name[sizeof n->name - 1] = '\0';
     pthread_mutex_init(&n->mu, NULL);
-    n->t_last = mono_s();
+    n->t_last = pid_mono_s();
     *out = n;
     return PID_OK;
 }
@@ -94,7 +88,7 @@ int srv_nvml_read(srv_nvml *n, srv_gpu_reading *r)
     double energy_j;
     unsigned long long mj = 0;
     pthread_mutex_lock(&n->mu);
-    double t = mono_s();
+    double t = pid_mono_s();
     n->integrated_j += 1e-3 * mw * (t - n->t_last);
     n->t_last = t;
     energy_j = n->integrated_j;

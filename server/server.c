@@ -4,6 +4,7 @@
  * suspended, streams classified frame by frame as they arrive, server-sent
  * events, metrics, and the graceful drain. Every libmicrohttpd call is
  * checked through SRV_MHD_OK / SRV_MHD_PTR, which log call, file and line. */
+#include "core/clock.h"
 #include "server/server.h"
 
 #include <arpa/inet.h>
@@ -167,13 +168,6 @@ struct srv_server {
     uint64_t st_req, st_frames, st_batches;
     double st_energy;
 };
-
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void srv_config_default(srv_config *c)
 {
@@ -476,7 +470,7 @@ static enum MHD_Result submit_and_wait(req *r)
     int queued = -1;
     r->job.done = on_job_done;
     r->job.user = r;
-    r->job.deadline_s = srv_now_s() + r->s->cfg.timeout_s;
+    r->job.deadline_s = pid_mono_s() + r->s->cfg.timeout_s;
     pthread_mutex_lock(&r->mu);
     atomic_fetch_add(&r->refs, 1);
     pid_status st = srv_batcher_submit(r->model->batcher, &r->job, NULL, NULL, &queued, &e);
@@ -805,7 +799,7 @@ static enum MHD_Result stream_upload(req *r, const char *data, size_t *size)
         g->job.stream = st->id;
         g->job.seq0 = g->seq0;
         g->job.seq = g->seqs;
-        g->job.deadline_s = srv_now_s() + r->s->cfg.timeout_s;
+        g->job.deadline_s = pid_mono_s() + r->s->cfg.timeout_s;
         pthread_mutex_lock(&r->mu);
         stream_append(st, g);
         int q = seg_submit(r, g);
@@ -1054,7 +1048,7 @@ static void observe(void *user, const srv_job *job, int index, const float *fram
     srv_event_result ev = {m->name,
                            job->stream,
                            (long long)(job->seq ? job->seq[index] : job->seq0 + index),
-                           1e3 * (srv_now_s() - job->t_submit_s),
+                           1e3 * (pid_mono_s() - job->t_submit_s),
                            job->res,
                            index,
                            m->name_json,
@@ -1069,7 +1063,7 @@ static void observe(void *user, const srv_job *job, int index, const float *fram
 static char *stats_json(void *user)
 {
     srv_server *s = user;
-    double now = srv_now_s();
+    double now = pid_mono_s();
     uint64_t req_n, frames, batches;
     srv_metrics_totals(s->metrics, &req_n, &frames, &batches);
     double dt = now - s->st_t;
@@ -1102,7 +1096,7 @@ static char *stats_json(void *user)
     s->st_batches = batches;
 #define R3(x) (round((x)*1e3) / 1e3)
     json_t *o = json_pack("{s:f, s:f, s:f, s:{s:f, s:f, s:f}, s:{s:f, s:f}, s:f, s:I, s:s, s:o}",
-                          "time", R3(unix_now()), "frames_per_s", R3(fps), "requests_per_s",
+                          "time", R3(pid_unix_s()), "frames_per_s", R3(fps), "requests_per_s",
                           R3(rps), "latency_ms", "p50", R3(1e3 * lat[0]), "p90", R3(1e3 * lat[1]),
                           "p99", R3(1e3 * lat[2]), "queue_ms", "p50", R3(1e3 * q[0]), "p99",
                           R3(1e3 * q[2]), "batch_mean", R3(bmean), "queue_depth", (json_int_t)depth,
@@ -1299,7 +1293,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) return MHD_NO;
         r->s = s;
         r->conn = conn;
-        r->t0 = srv_now_s();
+        r->t0 = pid_mono_s();
         pthread_mutex_init(&r->mu, NULL);
         atomic_init(&r->refs, 1);
         *con_cls = r;
@@ -1430,7 +1424,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                     (r->kind == K_DONE && r->model) || (r->kind == K_DEFERRED && r->model);
     if (r->kind != K_EVENTS)
         srv_metrics_request(s->metrics, inference && r->model ? r->model->index : -1, r->status,
-                            srv_now_s() - r->t0);
+                            pid_mono_s() - r->t0);
     if (r->held) {
         MHD_destroy_response(r->held);
         r->held = NULL;
@@ -1520,7 +1514,7 @@ pid_status srv_server_start(srv_server **out, const srv_config *cfg, pid_error *
     srv_events_opts_default(&eo);
     eo.stats = stats_json;
     eo.stats_user = s;
-    s->st_t = srv_now_s();
+    s->st_t = pid_mono_s();
     if ((st = srv_events_create(&s->events, &eo, err))) goto fail;
     srv_repo_opts ro = {cfg->device ? cfg->device : "auto",
                         cfg->max_batch,
@@ -1586,8 +1580,8 @@ int srv_server_port(const srv_server *s)
 
 static void wait_idle(srv_server *s, double max_wait_s)
 {
-    double until = srv_now_s() + max_wait_s;
-    while (atomic_load(&s->active) > 0 && srv_now_s() < until) {
+    double until = pid_mono_s() + max_wait_s;
+    while (atomic_load(&s->active) > 0 && pid_mono_s() < until) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

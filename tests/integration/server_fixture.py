@@ -123,15 +123,3 @@ def json_error(body):
     if isinstance(o, dict) and isinstance(o.get("error"), str) and o["error"]:
         return o["error"]
     return None
-
-
-def write_xy(path, peaks, lo=10.0, hi=80.0, step=0.01, base=5.0):
-    """A synthetic .xy pattern: Gaussian peaks [(two_theta, height)] on a floor."""
-    import math
-    n = int(round((hi - lo) / step)) + 1
-    with open(path, "w") as f:
-        f.write("# 2theta intensity\n")
-        for i in range(n):
-            x = lo + i * step
-            y = base + sum(h * math.exp(-0.5 * ((x - c) / 0.1) ** 2) for c, h in peaks)
-            f.write("%.4f %.6f\n" % (x, y))

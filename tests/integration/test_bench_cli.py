@@ -21,15 +21,10 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, failures
+
 BIN = os.environ.get("PHASEID_BIN", "phaseid")
 SPEC = "conv1d(8,k9,s2,p4) relu maxpool(4) flatten dense(32) relu head(sigmoid)"
-failures = []
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def run(args):

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, failures
+
 try:
     import h5py
     import numpy as np  # noqa: F401  (h5py needs it; imported for the skip check)
@@ -38,13 +40,6 @@ SRC = os.environ.get("PHASEID_SOURCE_DIR",
 ARCH = "conv1d(8,k9,s2,p4) bn relu maxpool(4) conv1d(16,k9,s2,p4) bn relu maxpool(4) " \
        "flatten dense(32) relu head"
 STEMS = ["NaCl_225", "Si_227", "TiO2_136", "TiO2_141", "MnO_225", "Al2O3_167"]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def run(args):

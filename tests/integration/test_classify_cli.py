@@ -26,21 +26,15 @@ Run by ctest as `python3 FILE` with PHASEID_BIN set; stdlib only. Exits 1 with
 every failure listed, 0 when all pass.
 """
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
 
+from checks import check, failures, write_xy
+
 BIN = os.environ.get("PHASEID_BIN", "phaseid")
 THRESHOLD = -2.0
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def run(args, timeout=300):
@@ -54,16 +48,6 @@ def helper_path():
         return env
     build = os.path.dirname(os.path.dirname(os.path.abspath(BIN)))
     return os.path.join(build, "tests", "test_classify")
-
-
-def write_xy(path, peaks, lo=10.0, hi=80.0, step=0.01, base=5.0):
-    n = int(round((hi - lo) / step)) + 1
-    with open(path, "w") as f:
-        f.write("# 2theta intensity\n")
-        for i in range(n):
-            x = lo + i * step
-            y = base + sum(h * math.exp(-0.5 * ((x - c) / 0.1) ** 2) for c, h in peaks)
-            f.write(f"{x:.4f} {y:.6f}\n")
 
 
 def check_object(o, name, top=3):

@@ -51,6 +51,8 @@ import tempfile
 import time
 import urllib.request
 
+from checks import check, failures, serve_available
+
 BIN = os.environ.get("PHASEID_BIN", "phaseid")
 SRC = os.environ.get("PHASEID_SOURCE_DIR",
                      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -59,14 +61,6 @@ ANATASE, RUTILE, UNKNOWN_PHASE = "TiO2_141", "TiO2_136", "brucite_164"
 N_FRAMES, RATE = 400, 200
 FALLBACK_PHASES = ["TiO2_141", "TiO2_136", "TiO2_61", "SnO2_136", "ZnO_186", "CeO2_225",
                    "Fe2O3_167", "MgO_225", "Si_227", "NaCl_225", "Al2O3_167", "CaCO3_167"]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
 
 
 def run(args, timeout=900):
@@ -74,13 +68,6 @@ def run(args, timeout=900):
 
 
 # ------------------------------------------------------------ server fixture
-
-def serve_available():
-    try:
-        r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return False
-    return r.returncode == 0 and "--models" in (r.stdout + r.stderr)
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -249,7 +236,7 @@ def count_lines(path):
 
 
 def main():
-    if not serve_available():
+    if not serve_available(BIN):
         print("SKIP: this build has no `phaseid serve` (server not built)")
         return 77
     try:

@@ -41,9 +41,11 @@ import tempfile
 import threading
 import time
 
+from checks import check, failures, write_xy
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import (BIN, TINY_POINTS, http, json_error, make_tiny_model,  # noqa: E402
-                            server_log, start_server, stop_server, write_xy)
+                            server_log, start_server, stop_server)
 
 try:
     import numpy as np
@@ -51,15 +53,6 @@ try:
 except ImportError as e:
     print("SKIP: needs numpy and tritonclient[http] (%s)" % e)
     sys.exit(77)
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 def get_json(base, path, **kw):

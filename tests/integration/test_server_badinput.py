@@ -26,20 +26,14 @@ import tempfile
 import threading
 import time
 
+from checks import check, failures
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import (TINY_POINTS, http, json_error, make_tiny_model,  # noqa: E402
                             server_log, start_server, stop_server)
 
 N = TINY_POINTS
 TIMEOUT_S = 3
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 def pattern(i=0):

@@ -29,6 +29,8 @@ import tempfile
 import threading
 import time
 
+from checks import check, failures
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import (TINY_GRID, TINY_POINTS, http, json_error,  # noqa: E402
                             make_tiny_model, server_log, start_server, stop_server)
@@ -36,14 +38,6 @@ from server_fixture import (TINY_GRID, TINY_POINTS, http, json_error,  # noqa: E
 N = TINY_POINTS
 B = 64
 HEAVY = "conv1d(64,k9,p4) relu conv1d(64,k9,p4) relu gpool dense(32) relu head"
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 def make_body():

@@ -24,19 +24,13 @@ import tempfile
 import threading
 import time
 
+from checks import check, failures
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_fixture import (TINY_POINTS, http, make_tiny_model, server_log,  # noqa: E402
                             start_server, stop_server)
 
 N = TINY_POINTS
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 def frame_block(count=64):

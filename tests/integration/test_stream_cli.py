@@ -36,18 +36,12 @@ import tempfile
 import time
 import urllib.request
 
+from checks import check, failures, serve_available
+
 BIN = os.environ.get("PHASEID_BIN", "phaseid")
 SRC = os.environ.get("PHASEID_SOURCE_DIR",
                      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 GRID = "10:80:0.05"
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
 
 
 def run(args, timeout=300, **kw):
@@ -60,14 +54,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def serve_available():
-    try:
-        r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return False
-    return r.returncode == 0 and "--models" in (r.stdout + r.stderr)
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +81,7 @@ def ndjson(text):
 
 
 def main():
-    if not serve_available():
+    if not serve_available(BIN):
         print("SKIP: this build has no `phaseid serve` (server not built)")
         return 77
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, failures
+
 try:
     import h5py
     import numpy as np
@@ -34,13 +36,6 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 BIN = os.environ.get("PHASEID_BIN", "phaseid")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def run(args, timeout=600):

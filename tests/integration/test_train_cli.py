@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, failures
+
 try:
     import h5py
     import numpy as np
@@ -33,13 +35,6 @@ SRC = os.environ.get("PHASEID_SOURCE_DIR",
                      os.path.join(os.path.dirname(__file__), "..", ".."))
 ARCH = "conv1d(8,k9,s2,p4) bn relu maxpool(4) conv1d(16,k9,s2,p4) bn relu maxpool(4) " \
        "flatten dense(32) relu head"
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def run(args):
