@@ -278,6 +278,16 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
         printf("temperature: %.4f\n", r.temperature);
         printf("ECE: %.4f before, %.4f after (%d calibration patterns)\n", r.ece_before,
                r.ece_after, r.n_calib);
+        if (r.set_rule.n > 0) {
+            printf("phase set: up to %d phases, rank 2.. reported from probability", r.set_rule.n);
+            for (int i = 1; i < r.set_rule.n; i++)
+                printf("%s%.3f", i > 1 ? " / " : " ", r.set_rule.thr[i]);
+            printf(" (calibration exact set %.4f, %.4f at 0.5)\n", r.set_exact_after,
+                   r.set_exact_before);
+        } else if (isfinite(r.set_exact_before))
+            printf("phase set: probability >= 0.5 (calibration exact set %.4f; no fitted rule "
+                   "beats it)\n",
+                   r.set_exact_before);
         printf("unknown threshold (energy, %.0f%% TPR): %.4f\n", 100.0 * TRAIN_UNKNOWN_TPR,
                r.unknown_threshold);
         if (r.residual_threshold > 0)

@@ -353,9 +353,42 @@ double calib_energy(const float *logits, size_t k, double T)
     return -T * row_lse(logits, k, T);
 }
 
-int calib_present_set(const float *logits, size_t k, int multilabel, uint8_t *present)
+/* The classes of the r largest logits (r <= k), largest first (ties: lower
+ * index), into top[r]. */
+static void top_classes(const float *z, size_t k, int r, int32_t *top)
 {
-    if (!logits || !present || k == 0) return 0;
+    int m = 0;
+    for (size_t c = 0; c < k; c++) {
+        if (m == r && !(z[c] > z[top[m - 1]])) continue;
+        int j = m < r ? m++ : m - 1;
+        while (j > 0 && z[c] > z[top[j - 1]]) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = (int32_t)c;
+    }
+}
+
+static double sigmoid_t(float z, double T)
+{
+    return 1.0 / (1.0 + exp(-(double)z / T));
+}
+
+int calib_present_set(const float *logits, size_t k, int multilabel, double T,
+                      const calib_set_rule *rule, uint8_t *present)
+{
+    if (!logits || !present || k == 0 || !(isfinite(T) && T > 0.0)) return 0;
+    if (multilabel && rule && rule->n > 0) {
+        int32_t top[CALIB_MAX_SET];
+        const int r = (size_t)rule->n < k ? rule->n : (int)k;
+        top_classes(logits, k, r, top);
+        memset(present, 0, k);
+        present[top[0]] = 1;
+        int n = 1;
+        while (n < r && sigmoid_t(logits[top[n]], T) >= rule->thr[n])
+            present[top[n++]] = 1;
+        return n;
+    }
     size_t top = 0;
     int n = 0;
     for (size_t c = 0; c < k; c++) {
@@ -366,6 +399,109 @@ int calib_present_set(const float *logits, size_t k, int multilabel, uint8_t *pr
     for (size_t c = 0; c < k; c++)
         n += present[c];
     return n;
+}
+
+/* Per row of the set-rule fit: the calibrated probabilities of ranks
+ * 1..R-1, and whether the first L ranks (L = 1..R) are exactly the true set;
+ * `unfitted` whether the unfitted rule's set is. */
+typedef struct {
+    double p[CALIB_MAX_SET];
+    uint8_t ok[CALIB_MAX_SET + 1];
+    uint8_t unfitted;
+} set_row;
+
+static double set_exact(const set_row *rows, size_t n, int r, const double *thr)
+{
+    size_t hit = 0;
+    for (size_t i = 0; i < n; i++) {
+        int len = 1;
+        while (len < r && rows[i].p[len] >= thr[len])
+            len++;
+        hit += rows[i].ok[len];
+    }
+    return (double)hit / (double)n;
+}
+
+pid_status calib_fit_set_rule(const float *logits, const float *targets, size_t n, size_t k,
+                              double T, int max_phases, calib_set_rule *rule, double *exact_before,
+                              double *exact_after, pid_error *err)
+{
+    if (!logits || !targets || !rule || !exact_before || !exact_after || n == 0 || k < 2 ||
+        max_phases < 2 || max_phases > CALIB_MAX_SET || !(isfinite(T) && T > 0.0))
+        return pid_fail(err, PID_ERR_ARG, "calib: bad set-rule fit arguments");
+    memset(rule, 0, sizeof *rule);
+    *exact_before = *exact_after = NAN;
+    const int r = (size_t)max_phases < k ? max_phases : (int)k;
+    set_row *rows = malloc(n * sizeof *rows);
+    uint8_t *pres = malloc(k);
+    if (!rows || !pres) {
+        free(rows);
+        free(pres);
+        return pid_fail(err, PID_ERR_NOMEM, "calib: out of memory");
+    }
+    size_t m = 0, before = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *z = logits + i * k, *t = targets + i * k;
+        size_t n_true = 0;
+        for (size_t c = 0; c < k; c++) {
+            if (!isfinite(z[c])) {
+                free(rows);
+                free(pres);
+                return pid_fail(err, PID_ERR_ARG, "calib: non-finite logit in row %zu", i);
+            }
+            n_true += t[c] > 0.5f;
+        }
+        if (n_true == 0) continue;
+        set_row *w = &rows[m++];
+        int32_t top[CALIB_MAX_SET];
+        top_classes(z, k, r, top);
+        /* the first L ranks are the true set when all L are true and L of them exist */
+        w->ok[0] = 0;
+        int all = 1;
+        for (int l = 0; l < r; l++) {
+            w->p[l] = sigmoid_t(z[top[l]], T);
+            all = all && t[top[l]] > 0.5f;
+            w->ok[l + 1] = (uint8_t)(all && (size_t)(l + 1) == n_true);
+        }
+        calib_present_set(z, k, 1, T, NULL, pres);
+        int same = 1;
+        for (size_t c = 0; c < k && same; c++)
+            same = pres[c] == (t[c] > 0.5f);
+        before += (size_t)same;
+    }
+    free(pres);
+    if (m == 0) {
+        free(rows);
+        return PID_OK;
+    }
+    *exact_before = (double)before / (double)m;
+    double thr[CALIB_MAX_SET] = {0.0};
+    for (int l = 1; l < r; l++)
+        thr[l] = 0.5;
+    double best = set_exact(rows, m, r, thr);
+    const int steps = (int)lround((CALIB_SET_T_HI - CALIB_SET_T_LO) / CALIB_SET_T_STEP);
+    for (int round = 0; round < 2; round++)
+        for (int l = 1; l < r; l++) {
+            double keep = thr[l];
+            for (int s = 0; s <= steps; s++) {
+                double v = CALIB_SET_T_LO + s * CALIB_SET_T_STEP;
+                thr[l] = v;
+                double e = set_exact(rows, m, r, thr);
+                if (e > best || (e == best && fabs(v - 0.5) < fabs(keep - 0.5))) {
+                    best = e;
+                    keep = v;
+                }
+            }
+            thr[l] = keep;
+        }
+    free(rows);
+    if (best > *exact_before) {
+        rule->n = r;
+        memcpy(rule->thr, thr, sizeof thr);
+        *exact_after = best;
+    } else
+        *exact_after = *exact_before;
+    return PID_OK;
 }
 
 double calib_msp(const float *logits, size_t k, double T)

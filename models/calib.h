@@ -73,13 +73,47 @@ pid_status calib_ece_multilabel(const float *logits, const float *targets, size_
  * T is not finite and > 0, or a logit is not finite. */
 double calib_energy(const float *logits, size_t k, double T);
 
+/* Most phases a fitted set rule reports. */
+#define CALIB_MAX_SET 8
+/* Grid of the set rule's thresholds: CALIB_SET_T_LO..CALIB_SET_T_HI by
+ * CALIB_SET_T_STEP (calibrated probabilities). */
+#define CALIB_SET_T_LO 0.05
+#define CALIB_SET_T_HI 0.95
+#define CALIB_SET_T_STEP 0.025
+
+/* How many phases a multi-label (sigmoid) classification reports, fitted on
+ * held-out patterns (calib_fit_set_rule): with the classes ranked by logit,
+ * rank 0 is always present, and rank r (1 <= r < n) is present when rank
+ * r - 1 is and its calibrated probability sigmoid(z / T) >= thr[r] (thr[0]
+ * is not used). n = 0: no rule fitted, every class with sigmoid(z / T) >= 0.5
+ * (z >= 0) is present, however many. */
+typedef struct {
+    int n; /* 0, or the most phases reported (2..CALIB_MAX_SET) */
+    double thr[CALIB_MAX_SET];
+} calib_set_rule;
+
 /* The phases a classification reports as present, from one row of k
- * logits: the top class, plus for a multi-label (sigmoid) head every class
- * with probability sigmoid(z / T) >= 0.5, i.e. z >= 0 whatever T. present[k]
- * gets 0/1; returns how many are present (0 for bad input: NULL, k = 0).
- * The one rule training (the residual threshold's fit) and classification
- * use. */
-int calib_present_set(const float *logits, size_t k, int multilabel, uint8_t *present);
+ * logits: the top class, plus for a multi-label (sigmoid) head the classes
+ * `rule` admits at temperature T (rule NULL or rule->n = 0: every class with
+ * z >= 0). present[k] gets 0/1; returns how many are present (0 for bad
+ * input: NULL, k = 0, T not finite and > 0). The one rule training (the
+ * residual threshold's fit) and classification use. */
+int calib_present_set(const float *logits, size_t k, int multilabel, double T,
+                      const calib_set_rule *rule, uint8_t *present);
+
+/* Fit the set rule for up to max_phases (2..CALIB_MAX_SET) phases on n rows
+ * of sigmoid logits [n, k] with multi-hot targets [n, k] (> 0.5 = present)
+ * at temperature T: the thresholds (each on the grid above) that maximize
+ * the exact-set accuracy (reported set == true set) over the rows with at
+ * least one true phase, by coordinate ascent from 0.5 (two rounds; ties keep
+ * the value nearer 0.5). *exact_before gets that accuracy for the unfitted
+ * rule (n = 0), *exact_after for the result; when fitting does not beat the
+ * unfitted rule, *rule is the unfitted one (n = 0). PID_ERR_ARG for bad
+ * arguments or non-finite logits; no row with a true phase leaves the
+ * unfitted rule with both accuracies NaN. */
+pid_status calib_fit_set_rule(const float *logits, const float *targets, size_t n, size_t k,
+                              double T, int max_phases, calib_set_rule *rule, double *exact_before,
+                              double *exact_after, pid_error *err);
 
 /* Maximum softmax probability of softmax(logits / T), in [1/k, 1]; lower =
  * more likely unknown, so use 1 - calib_msp(...) as an unknown score. NaN on

@@ -455,7 +455,8 @@ static void postprocess(const cls_classifier *c, const float *z, const float *fz
     sort_desc(z, order, k); /* by logit: the same order as p, without p's float ties */
     /* the same rule the residual threshold was fitted with (calib.h); the
      * top class is order[0] (ties: the first, as calib_present_set takes) */
-    const int n_present = calib_present_set(z, (size_t)k, m->head == NET_HEAD_SIGMOID, present);
+    const int n_present =
+        calib_present_set(z, (size_t)k, m->head == NET_HEAD_SIGMOID, t, &m->set_rule, present);
     if (fz) {
         /* Softmax of the fraction logits restricted to the present classes. */
         double mx = -INFINITY, s = 0;

@@ -17,8 +17,9 @@ extern "C" {
 
 /* A pattern covering less than this fraction of the model's grid is refused. */
 #define CLS_MIN_COVERAGE 0.5
-/* Probability from which a class counts as present (sigmoid heads; softmax
- * heads always predict their top class): logit >= 0 (calib_present_set). */
+/* Probability from which a class counts as present for a sigmoid head
+ * without a fitted set rule (calib_present_set: logit >= 0); softmax heads
+ * always predict their top class. */
 #define CLS_PRESENT_PROB 0.5
 
 typedef struct cls_classifier cls_classifier;
@@ -32,7 +33,9 @@ typedef struct cls_classifier cls_classifier;
  *               probability (ties: lower index)
  *   present     1 for the predicted phases (calib_present_set, the rule the
  *               residual threshold was fitted with): the top class, plus
- *               (sigmoid heads) every class with logit >= 0, i.e. prob >=
+ *               (sigmoid heads) the next classes by probability admitted by
+ *               the model's fitted set rule (mf_model.set_rule), or without
+ *               one every class with logit >= 0, i.e. prob >=
  *               CLS_PRESENT_PROB up to the float rounding of prob
  *   fraction    phase fractions: the fractions head's softmax renormalized
  *               over the present classes; without that head 1.0 for a single

@@ -299,6 +299,16 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
         return pid_fail(err, PID_ERR_FORMAT,
                         "residual check: threshold %g outside [0, 1] or strain %g outside [0, 0.1]",
                         m->residual_threshold, m->residual_strain_max);
+    if (m->set_rule.n != 0) {
+        if (m->set_rule.n < 2 || m->set_rule.n > CALIB_MAX_SET || m->head != NET_HEAD_SIGMOID)
+            return pid_fail(err, PID_ERR_FORMAT,
+                            "set thresholds: %d ranks (need 2..%d, and a sigmoid head)",
+                            m->set_rule.n, CALIB_MAX_SET);
+        for (int r = 1; r < m->set_rule.n; r++)
+            if (!(m->set_rule.thr[r] > 0.0 && m->set_rule.thr[r] < 1.0))
+                return pid_fail(err, PID_ERR_FORMAT, "set threshold of rank %d is %g (need (0, 1))",
+                                r, m->set_rule.thr[r]);
+    }
     if ((st = validate_sticks(m, err))) return st;
     if (m->train_steps < 0 || m->train_batch < 0 || !isfinite(m->train_flops) || m->train_flops < 0)
         return pid_fail(err, PID_ERR_FORMAT, "bad training provenance (steps/batch/FLOPs)");
@@ -415,6 +425,8 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
         (m->residual_threshold > 0 &&
          ((st = pid_h5_attr_f64(fid, "residual_threshold", m->residual_threshold, err)) ||
           (st = pid_h5_attr_f64(fid, "residual_strain_max", m->residual_strain_max, err)))) ||
+        (m->set_rule.n > 0 && (st = pid_h5_attr_f64_array(fid, "set_thresholds", m->set_rule.n - 1,
+                                                          m->set_rule.thr + 1, err))) ||
         (st = attr_u64(fid, "train_seed", m->train_seed, err)) ||
         (st = pid_h5_attr_i64(fid, "train_steps", m->train_steps, err)) ||
         (st = pid_h5_attr_i64(fid, "train_batch", m->train_batch, err)) ||
@@ -818,6 +830,9 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
         (H5Aexists(fid, "residual_threshold") > 0 &&
          ((st = pid_h5_read_attr_f64(fid, "residual_threshold", &m->residual_threshold, err)) ||
           (st = pid_h5_read_attr_f64(fid, "residual_strain_max", &m->residual_strain_max, err)))) ||
+        (H5Aexists(fid, "set_thresholds") > 0 &&
+         (st = read_attr_f64_array(fid, "set_thresholds", CALIB_MAX_SET - 1, m->set_rule.thr + 1,
+                                   &m->set_rule.n, err))) ||
         (st = read_attr_u64(fid, "train_seed", &m->train_seed, err)) ||
         (st = pid_h5_read_attr_i64(fid, "train_steps", &m->train_steps, err)) ||
         (st = pid_h5_read_attr_i64(fid, "train_batch", &m->train_batch, err)) ||
@@ -827,6 +842,7 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
         (st = pid_h5_read_attr_str(fid, "created", &m->created, err)) ||
         (st = pid_h5_read_attr_str(fid, "library", &m->library, err)))
         return st;
+    if (m->set_rule.n > 0) m->set_rule.n++; /* thresholds of ranks 1..n-1 */
     if (m->n_params < 1 || m->n_params > ((int64_t)1 << 34) || m->n_buffers < 0 ||
         m->n_buffers > ((int64_t)1 << 34))
         return pid_fail(err, PID_ERR_FORMAT, "n_params %lld / n_buffers %lld out of range",
@@ -920,6 +936,13 @@ void mf_print_summary(FILE *f, const mf_model *m)
                 "  unknown phase: %s score, threshold %.4g, held-out AUROC not measured (no "
                 "phases held out)\n",
                 m->unknown_score ? m->unknown_score : "?", m->unknown_threshold);
+    if (m->set_rule.n > 0) {
+        fprintf(f, "  phase set    : up to %d phases; rank 2.. reported from probability",
+                m->set_rule.n);
+        for (int r = 1; r < m->set_rule.n; r++)
+            fprintf(f, "%s%.3g", r > 1 ? " / " : " ", m->set_rule.thr[r]);
+        fprintf(f, "\n");
+    }
     if (m->residual_threshold > 0)
         fprintf(f,
                 "  residual     : unexplained peak intensity > %.3g flags unknown (cells +-%.3g; "

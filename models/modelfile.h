@@ -9,7 +9,7 @@
  *                     n_params, n_buffers, preprocessing, background_removal,
  *                     normalization, temperature, ece, unknown_score,
  *                     unknown_threshold, unknown_auroc, [residual_threshold,
- *                     residual_strain_max], train_seed, train_steps,
+ *                     residual_strain_max], [set_thresholds], train_seed, train_steps,
  *                     train_batch, train_flops, generator, phaseid_version,
  *                     created, library
  *   /params           float32 [n_params]   trainable parameters, flat
@@ -38,6 +38,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "models/calib.h"
 #include "models/spec.h"
 
 #ifdef __cplusplus
@@ -105,6 +106,11 @@ typedef struct {
      * their cells within +-residual_strain_max. 0 = no residual check. */
     double residual_threshold;  /* (0, 1], or 0 = off */
     double residual_strain_max; /* [0, 0.1] */
+    /* How many phases a sigmoid head reports (calib_set_rule), optional
+     * attribute set_thresholds: the calibrated-probability thresholds of
+     * ranks 1..n-1 (n - 1 values in (0, 1), so n is 2..CALIB_MAX_SET);
+     * absent (n = 0, older files): every class with probability >= 0.5. */
+    calib_set_rule set_rule;
     /* The phases' cells, space groups and residual-check sticks (optional
      * datasets, see the layout above; all NULL when absent). */
     double *phase_cells; /* [6 n_classes] */

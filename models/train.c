@@ -482,6 +482,20 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
                  cal->residual_threshold, cal->residual_auroc, cal->flagged_known,
                  cal->flagged_unknown, cal->n_unknown_phases > 0 ? "true" : "false");
         gl = strlen(gen_text);
+        if (isfinite(cal->set_exact_before) && gl + 160 < sizeof gen_text) {
+            snprintf(gen_text + gl, sizeof gen_text - gl,
+                     ", \"set_exact_before\": %.6f, \"set_exact_after\": %.6f, "
+                     "\"set_thresholds\": [",
+                     cal->set_exact_before, cal->set_exact_after);
+            gl = strlen(gen_text);
+            for (int i = 1; i < cal->set_rule.n; i++) {
+                snprintf(gen_text + gl, sizeof gen_text - gl, "%s%.4g", i > 1 ? ", " : "",
+                         cal->set_rule.thr[i]);
+                gl = strlen(gen_text);
+            }
+            snprintf(gen_text + gl, sizeof gen_text - gl, "]");
+            gl = strlen(gen_text);
+        }
         if (o->unknown_lib && gl + 32 < sizeof gen_text) {
             strcpy(gen_text + gl, ", \"holdout_phases\": [");
             gl = strlen(gen_text);
@@ -528,6 +542,7 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     if (cal) {
         m->residual_threshold = cal->residual_threshold;
         m->residual_strain_max = cal->residual_strain;
+        m->set_rule = cal->set_rule;
     }
     m->unknown_threshold = cal ? cal->unknown_threshold : TRAIN_UNCALIBRATED_THRESHOLD;
     m->unknown_auroc = cal ? cal->unknown_auroc : TRAIN_UNCALIBRATED_AUROC;
@@ -616,7 +631,7 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
 static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint64_t base, int count,
                               int bsz, int threads, int p, int k, float *logits, int32_t *labels,
                               float *mh, const rsd_table *rsd, net_head_kind head, double T,
-                              double *resid, pid_error *err)
+                              const calib_set_rule *rule, double *resid, pid_error *err)
 {
     const int kg = src_n_phases(g);
     pid_status st = PID_OK;
@@ -641,8 +656,8 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
             goto done;
         if (labels) memcpy(labels + i0, lab, sizeof(int32_t) * (size_t)cnt);
         for (int i = 0; rsd && i < cnt; i++) {
-            calib_present_set(logits + (size_t)(i0 + i) * k, (size_t)k, head != NET_HEAD_SOFTMAX,
-                              pres);
+            calib_present_set(logits + (size_t)(i0 + i) * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
+                              rule, pres);
             resid[i0 + i] = rsd_unexplained(rsd, x + (size_t)i * p, pres, scr);
         }
         if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
@@ -721,9 +736,8 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             goto done;
         }
     }
-    /* (the predicted phases do not depend on the temperature: T = 1 here) */
     if ((st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z, lab, mh,
-                          rsd, head, 1.0, rk, err)))
+                          NULL, head, 1.0, NULL, NULL, err)))
         goto done;
     double T = 1.0, e1 = 1.0, eT = 1.0;
     if (head == NET_HEAD_SOFTMAX) {
@@ -746,6 +760,17 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     r->temperature = T;
     r->ece_before = e1;
     r->ece_after = eT;
+    /* how many phases to report (at T), then the residuals of that set */
+    memset(&r->set_rule, 0, sizeof r->set_rule);
+    r->set_exact_before = r->set_exact_after = NAN;
+    if (head != NET_HEAD_SOFTMAX && o->mixtures > 1 &&
+        (st = calib_fit_set_rule(z, mh, (size_t)nc, (size_t)k, T,
+                                 o->mixtures < CALIB_MAX_SET ? o->mixtures : CALIB_MAX_SET,
+                                 &r->set_rule, &r->set_exact_before, &r->set_exact_after, err)))
+        goto done;
+    if (rsd && (st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z,
+                                 NULL, NULL, rsd, head, T, &r->set_rule, rk, err)))
+        goto done;
     for (int i = 0; i < nc; i++) {
         ek[i] = calib_energy(z + (size_t)i * k, (size_t)k, T);
         if (isnan(ek[i])) {
@@ -777,7 +802,8 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             goto done;
         }
         for (int i = 0; i < nc; i++) {
-            calib_present_set(z + (size_t)i * k, (size_t)k, head != NET_HEAD_SOFTMAX, pres);
+            calib_present_set(z + (size_t)i * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
+                              &r->set_rule, pres);
             int right = 1;
             for (int c = 0; c < k && right; c++)
                 right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])
@@ -822,7 +848,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
         const train_src usrc = {.gen = ugen};
         if ((st = forward_set(n, be, &usrc, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu,
-                              NULL, NULL, rsd, head, 1.0, ru, err)))
+                              NULL, NULL, rsd, head, T, &r->set_rule, ru, err)))
             goto done;
         for (int i = 0; i < nc; i++) {
             eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "models/calib.h"
 #include "kernels/backend.h"
 #include "models/dataset.h"
 #include "synth/phaselib.h"
@@ -117,6 +118,10 @@ typedef struct {
     double temperature;        /* fitted temperature */
     double ece_before;         /* ECE at T = 1 on the calibration set */
     double ece_after;          /* ECE at the fitted T (stored as the model's ece) */
+    calib_set_rule set_rule;   /* sigmoid heads: how many phases are reported (n = 0: not
+                                  fitted, probability >= 0.5) */
+    double set_exact_before;   /* exact-set accuracy on the calibration set at 0.5 (NaN: */
+    double set_exact_after;    /* softmax head) and with set_rule */
     double unknown_threshold;  /* energy threshold at TRAIN_UNKNOWN_TPR of the known */
     double unknown_auroc;      /* known vs held-out phases; TRAIN_AUROC_NOT_MEASURED without */
     int n_unknown_phases;      /* phases in unknown_lib (0 = none) */

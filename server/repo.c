@@ -442,6 +442,14 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
         jnum(mf->unknown_threshold), "auroc", jnum(mf_auroc_measured(mf) ? mf->unknown_auroc : NAN),
         "residual_threshold", jnum(cls_has_residual(m->c) ? mf->residual_threshold : NAN));
     if (!o) return NULL;
+    /* the fitted set rule: probability thresholds of ranks 2.. (null: 0.5, no cap) */
+    json_t *st = json_null();
+    if (mf->set_rule.n > 0) {
+        st = json_array();
+        for (int r = 1; r < mf->set_rule.n; r++)
+            json_array_append_new(st, json_real(mf->set_rule.thr[r]));
+    }
+    json_object_set_new(json_object_get(o, "calibration"), "set_thresholds", st);
     json_t *tr =
         json_pack("{s:I, s:I, s:I, s:o, s:o, s:s, s:s, s:s}", "seed", (json_int_t)mf->train_seed,
                   "steps", (json_int_t)mf->train_steps, "batch", (json_int_t)mf->train_batch,

@@ -219,6 +219,9 @@ def v1_models(base):
     for k in ("name", "modality", "device", "head", "n_params", "flops_per_frame", "grid",
               "phases", "calibration", "unknown", "training"):
         check(k in m, "/v1/models lacks %s" % k)
+    st_ = m["calibration"].get("set_thresholds", "missing")
+    check(st_ is None or (isinstance(st_, list) and all(0 < t < 1 for t in st_)),
+          "calibration.set_thresholds %s" % (st_,))
     g = m["grid"]
     check(g["axis"] == "2theta" and g["n_points"] == TINY_POINTS and abs(g["x0"] - 10) < 1e-9,
           "grid %s" % g)

@@ -92,6 +92,23 @@ def main():
                 check(abs(gen["strain_max"] - 0.015) < 1e-12, f"--strain recorded: {gen}")
                 check(gen["size_nm"] == [20, 60] and gen["texture_r"] == [1, 1],
                       f"--size/--texture recorded: {gen}")
+                # the set rule was fitted on the calibration patterns: the
+                # exact-set accuracies are recorded; the thresholds (one for
+                # rank 2 with --mixtures 2) are stored when they beat 0.5
+                check("set_exact_before" in gen and "set_exact_after" in gen,
+                      f"set-rule fit recorded: {gen}")
+                check("phase set:" in r.stdout, f"set rule printed: {r.stdout}")
+                if "set_thresholds" in f.attrs:
+                    thr = list(np.atleast_1d(f.attrs["set_thresholds"]))
+                    check(len(thr) == 1 and all(0 < t < 1 for t in thr), f"set thresholds {thr}")
+                    check(np.allclose(thr, gen["set_thresholds"], atol=1e-4),
+                          f"set thresholds {thr} vs generator {gen['set_thresholds']}")
+                    check(gen["set_exact_after"] > gen["set_exact_before"],
+                          f"a stored rule beats 0.5: {gen}")
+                else:
+                    check(gen["set_thresholds"] == [] and
+                          gen["set_exact_after"] == gen["set_exact_before"],
+                          f"no rule stored, none fitted: {gen}")
 
         # training from a dataset file (phaseid synth xrd): single phase, then mixtures
         ds = os.path.join(tmp, "ds.h5")

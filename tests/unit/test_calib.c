@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "core/rng.h"
 #include "models/calib.h"
 
 /* splitmix64: fixed-seed, platform-independent draws. */
@@ -471,23 +472,161 @@ static void test_present_set(void **state)
     (void)state;
     const float z[5] = {-1.0f, 2.0f, 0.0f, 3.0f, -0.0001f};
     uint8_t pr[5];
-    assert_int_equal(calib_present_set(z, 5, 1, pr), 3);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, NULL, pr), 3);
     const uint8_t want_ml[5] = {0, 1, 1, 1, 0};
     assert_memory_equal(pr, want_ml, 5);
-    assert_int_equal(calib_present_set(z, 5, 0, pr), 1);
+    assert_int_equal(calib_present_set(z, 5, 0, 1.0, NULL, pr), 1);
     const uint8_t want_sm[5] = {0, 0, 0, 1, 0};
     assert_memory_equal(pr, want_sm, 5);
     const float neg[3] = {-2.0f, -1.0f, -1.0f}; /* all absent: the top (first of the tie) */
-    assert_int_equal(calib_present_set(neg, 3, 1, pr), 1);
+    assert_int_equal(calib_present_set(neg, 3, 1, 1.0, NULL, pr), 1);
     assert_true(pr[0] == 0 && pr[1] == 1 && pr[2] == 0);
-    assert_int_equal(calib_present_set(NULL, 3, 1, pr), 0);
-    assert_int_equal(calib_present_set(z, 0, 1, pr), 0);
+    assert_int_equal(calib_present_set(NULL, 3, 1, 1.0, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 0, 1, 1.0, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 5, 1, 0.0, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 5, 1, NAN, NULL, pr), 0);
+    /* an unfitted rule (n = 0) is the 0.5 rule */
+    calib_set_rule none = {0};
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &none, pr), 3);
+    assert_memory_equal(pr, want_ml, 5);
+}
+
+/* A fitted set rule: ranks by logit (3, 1, 2, 4, 0 here), each admitted
+ * while the rank before it is and its probability sigmoid(z / T) reaches
+ * that rank's threshold, at most n; softmax heads ignore it. */
+static void test_present_set_rule(void **state)
+{
+    (void)state;
+    const float z[5] = {-1.0f, 2.0f, 0.0f, 3.0f, -0.5f}; /* p at T=1: .27 .88 .5 .95 .38 */
+    uint8_t pr[5];
+    calib_set_rule r = {.n = 3, .thr = {0.0, 0.3, 0.6}};
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, pr), 2);
+    const uint8_t want2[5] = {0, 1, 0, 1, 0};
+    assert_memory_equal(pr, want2, 5);
+    r.thr[2] = 0.45; /* rank 2 (p 0.5) now in; rank 3 (p 0.38 >= 0.3 too) capped by n */
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, pr), 3);
+    const uint8_t want3[5] = {0, 1, 1, 1, 0};
+    assert_memory_equal(pr, want3, 5);
+    calib_set_rule r4 = {.n = 4, .thr = {0.0, 0.3, 0.6, 0.1}};
+    /* rank 2 fails, so rank 3 stays out however low its threshold */
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, pr), 2);
+    assert_memory_equal(pr, want2, 5);
+    r4.thr[2] = 0.5;
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, pr), 4);
+    const uint8_t want4[5] = {0, 1, 1, 1, 1};
+    assert_memory_equal(pr, want4, 5);
+    /* the temperature enters: at T = 4 rank 1 has p = sigmoid(0.5) = 0.62 */
+    calib_set_rule rt = {.n = 2, .thr = {0.0, 0.7}};
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &rt, pr), 2);
+    assert_int_equal(calib_present_set(z, 5, 1, 4.0, &rt, pr), 1);
+    assert_true(pr[3] == 1 && pr[1] == 0);
+    /* n above k: every class can be reached */
+    calib_set_rule big = {.n = CALIB_MAX_SET};
+    for (int i = 1; i < CALIB_MAX_SET; i++)
+        big.thr[i] = 0.01;
+    const float z3[3] = {1.0f, 0.5f, -2.0f};
+    assert_int_equal(calib_present_set(z3, 3, 1, 1.0, &big, pr), 3);
+    assert_int_equal(calib_present_set(z3, 3, 0, 1.0, &big, pr), 1);
+}
+
+static float logit_of(double p)
+{
+    return (float)log(p / (1.0 - p));
+}
+
+/* Fitting the rule: one-phase rows whose runner-up has p in [0.05, 0.25]
+ * and two-phase rows whose second phase has p in [0.31, 0.45]. At 0.5 only
+ * the one-phase rows are right (0.5); a rank-1 threshold in (0.25, 0.31]
+ * gets every row right, and of those grid values 0.3 is nearest 0.5. Rank
+ * 2 (p 0.02 everywhere) keeps 0.5. Rows with no true phase are skipped. */
+static void test_fit_set_rule(void **state)
+{
+    (void)state;
+    enum { N = 401, K = 6 };
+    float *z = malloc(sizeof(float) * N * K), *t = calloc(N * K, sizeof(float));
+    assert_non_null(z);
+    assert_non_null(t);
+    pid_rng r;
+    pid_rng_init(&r, 5, 0);
+    for (int i = 0; i < N; i++) {
+        float *zi = z + i * K, *ti = t + i * K;
+        for (int c = 0; c < K; c++)
+            zi[c] = logit_of(0.001 + 0.009 * pid_rng_uniform(&r));
+        int a = i % K, b = (i + 1) % K, c3 = (i + 2) % K;
+        zi[a] = logit_of(0.97);
+        zi[c3] = logit_of(0.02);
+        if (i == N - 1) continue; /* no true phase */
+        ti[a] = 1.0f;
+        if (i % 2) {
+            zi[b] = logit_of(0.31 + 0.14 * pid_rng_uniform(&r));
+            ti[b] = 1.0f;
+        } else
+            zi[b] = logit_of(0.05 + 0.20 * pid_rng_uniform(&r));
+    }
+    calib_set_rule rule;
+    double before, after;
+    pid_error err;
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_true(fabs((before) - (200.0 / 400.0)) < 1e-12);
+    assert_true(fabs((after) - (1.0)) < 1e-12);
+    assert_int_equal(rule.n, 3);
+    assert_true(fabs((rule.thr[1]) - (0.3)) < 1e-9);
+    assert_true(fabs((rule.thr[2]) - (0.5)) < 1e-9);
+    /* the fit's accuracy is that of calib_present_set with the rule */
+    uint8_t pr[K];
+    int hit = 0;
+    for (int i = 0; i < N - 1; i++) {
+        calib_present_set(z + i * K, K, 1, 1.0, &rule, pr);
+        int same = 1;
+        for (int c = 0; c < K; c++)
+            same = same && pr[c] == (t[i * K + c] > 0.5f);
+        hit += same;
+    }
+    assert_int_equal(hit, N - 1);
+    /* the same logits at T = 2: the probabilities move, the fit follows */
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 2.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_true(fabs((after) - (1.0)) < 1e-12);
+    /* runner-ups now reach sigmoid(logit(0.25) / 2) = 0.366, second phases
+     * start at sigmoid(logit(0.31) / 2) = 0.401: 0.4 is the grid value */
+    assert_true(fabs((rule.thr[1]) - (0.4)) < 1e-9);
+    /* nothing to gain (one-phase rows only): the unfitted rule is kept */
+    for (int i = 1; i < N; i += 2)
+        t[i * K + (i + 1) % K] = 0.0f;
+    for (int i = 1; i < N; i += 2)
+        z[i * K + (i + 1) % K] = logit_of(0.1);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(rule.n, 0);
+    assert_true(fabs((before) - (1.0)) < 1e-12);
+    assert_true(fabs((after) - (1.0)) < 1e-12);
+    /* bad input */
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 1, &rule, &before, &after, &err),
+                     PID_ERR_ARG);
+    assert_int_equal(
+        calib_fit_set_rule(z, t, N, K, 1.0, CALIB_MAX_SET + 1, &rule, &before, &after, &err),
+        PID_ERR_ARG);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 0.0, 3, &rule, &before, &after, &err),
+                     PID_ERR_ARG);
+    assert_int_equal(calib_fit_set_rule(NULL, t, N, K, 1.0, 3, &rule, &before, &after, &err),
+                     PID_ERR_ARG);
+    z[7] = NAN;
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err),
+                     PID_ERR_ARG);
+    /* no row with a true phase: unfitted, NaN accuracies */
+    memset(t, 0, sizeof(float) * N * K);
+    z[7] = 0.0f;
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(rule.n, 0);
+    assert_true(isnan(before) && isnan(after));
+    free(z);
+    free(t);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_present_set),
+        cmocka_unit_test(test_present_set_rule),
+        cmocka_unit_test(test_fit_set_rule),
         cmocka_unit_test(test_ece_calibrated_small),
         cmocka_unit_test(test_ece_hand),
         cmocka_unit_test(test_fit_temperature_recovers_3),

@@ -558,6 +558,62 @@ static void test_open_refusals(void **state)
     cls_results_destroy(NULL);
 }
 
+/* A model file's fitted set rule decides the present phases and the
+ * fractions are renormalized over them: with a rank-2 threshold of 0.01
+ * every frame reports exactly its two most probable phases, with 0.999
+ * only the top one (unless the second reaches 0.999); without the rule the
+ * 0.5 rule holds. */
+static void test_set_rule_applied(void **state)
+{
+    (void)state;
+    enum { NF = 9 };
+    pid_error err;
+    write_model(tmp_path("setrule.h5"), SPEC_CNN, NET_HEAD_SIGMOID, 1, 0, -2.0, 0);
+    float frames[NF * N_POINTS];
+    for (int f = 0; f < NF; f++)
+        for (int j = 0; j < N_POINTS; j++)
+            frames[f * N_POINTS + j] = (float)(0.5 + 0.5 * sin(0.05 * (f + 1) * j + 2 * f));
+    const double thr[3] = {-1.0, 0.01, 0.999}; /* -1: no rule */
+    for (int v = 0; v < 3; v++) {
+        mf_model *m = NULL;
+        assert_int_equal(mf_load(tmp_path("setrule.h5"), &m, &err), PID_OK);
+        m->set_rule = (calib_set_rule){0};
+        if (thr[v] > 0) m->set_rule = (calib_set_rule){.n = 2, .thr = {0.0, thr[v]}};
+        assert_int_equal(mf_save(tmp_path("setrule_v.h5"), m, &err), PID_OK);
+        mf_model_destroy(m);
+        cls_classifier *c = NULL;
+        cls_results *r = NULL;
+        assert_int_equal(cls_open(&c, tmp_path("setrule_v.h5"), "cpu", 4, &err), PID_OK);
+        assert_int_equal(cls_results_create(&r, c, NF, &err), PID_OK);
+        assert_int_equal(cls_run(c, frames, NF, r, &err), PID_OK);
+        for (int f = 0; f < NF; f++) {
+            const float *p = r->prob + f * N_CLASSES, *fr = r->fraction + f * N_CLASSES;
+            const uint8_t *pr = r->present + f * N_CLASSES;
+            const int32_t *o = r->order + f * N_CLASSES;
+            int n = 0;
+            double sum = 0.0;
+            for (int i = 0; i < N_CLASSES; i++) {
+                n += pr[i];
+                sum += fr[i];
+                if (!pr[i]) assert_true(fr[i] == 0.0f);
+            }
+            assert_true(fabs(sum - 1.0) < 1e-5);
+            assert_int_equal(pr[o[0]], 1);
+            if (v == 0) {
+                for (int i = 0; i < N_CLASSES; i++)
+                    if (i != o[0] && fabs(p[i] - 0.5) > 1e-6) assert_int_equal(pr[i], p[i] >= 0.5);
+            } else if (v == 1) {
+                assert_int_equal(n, 2);
+                assert_int_equal(pr[o[1]], 1);
+            } else {
+                assert_int_equal(n, 1 + (p[o[1]] >= 0.999f));
+            }
+        }
+        cls_results_destroy(r);
+        cls_close(c);
+    }
+}
+
 int main(void)
 {
     const char *out = getenv("PHASEID_CLS_WRITE_MODEL");
@@ -570,7 +626,8 @@ int main(void)
         cmocka_unit_test(test_prepare_resample),   cmocka_unit_test(test_prepare_wavelength),
         cmocka_unit_test(test_prepare_background), cmocka_unit_test(test_prepare_refusals),
         cmocka_unit_test(test_run_softmax),        cmocka_unit_test(test_run_sigmoid_fractions),
-        cmocka_unit_test(test_run_engines),        cmocka_unit_test(test_open_refusals),
+        cmocka_unit_test(test_run_engines),        cmocka_unit_test(test_set_rule_applied),
+        cmocka_unit_test(test_open_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -280,7 +280,32 @@ static void test_round_trip(void **state)
     st = mf_load(p2, &r, &err);
     if (st) fail_msg("load: %s", err.msg);
     assert_true(r->residual_threshold == 0.234375 && r->residual_strain_max == 0.035);
+    /* no set rule in the file: the 0.5 rule (n = 0) */
+    assert_int_equal(r->set_rule.n, 0);
     mf_model_destroy(r);
+    /* a fitted set rule round-trips (thresholds of ranks 1..n-1) */
+    m->set_rule = (calib_set_rule){.n = 3, .thr = {0.0, 0.375, 0.45}};
+    const char *p4 = tmp_path("round_setrule.h5");
+    save_ok(p4, m);
+    st = mf_load(p4, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_int_equal(r->set_rule.n, 3);
+    assert_true(r->set_rule.thr[1] == 0.375 && r->set_rule.thr[2] == 0.45);
+    mf_model_destroy(r);
+    /* refused: a threshold outside (0, 1), one rank, too many ranks, a softmax head */
+    m->set_rule.thr[2] = 1.0;
+    assert_int_equal(mf_save(tmp_path("bad_setrule.h5"), m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "set threshold"));
+    m->set_rule.thr[2] = 0.45;
+    m->set_rule.n = 1;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->set_rule.n = CALIB_MAX_SET + 1;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->set_rule.n = 3;
+    m->head = NET_HEAD_SOFTMAX;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->head = NET_HEAD_SIGMOID;
+    m->set_rule.n = 0;
     /* a checkpoint's optimizer state round-trips; half of it is refused */
     m->opt_m = calloc((size_t)m->n_params, sizeof(float));
     m->opt_v = calloc((size_t)m->n_params, sizeof(float));
