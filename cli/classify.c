@@ -70,6 +70,10 @@ static void classify_usage(FILE *f)
             "               with probability >= 0.5\n"
             "  unknown_score  energy -T logsumexp(logits / T): higher = less like the\n"
             "               training phases\n"
+            "  near_twins   (models that list them) phases whose patterns match this one's\n"
+            "               to a cosine >= 0.995 at some strain the training reached: XRD\n"
+            "               alone barely tells them apart; a twin of a reported phase is\n"
+            "               not reported as a second phase\n"
             "  residual     fraction of the pattern's peak intensity the predicted phases'\n"
             "               simulated sticks (cells fitted) do not explain; null when the\n"
             "               model has no residual check\n"
@@ -145,6 +149,18 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
                 json_num(p[order[j]]);
                 fputs(", \"fraction\": ", stdout);
                 json_num(frac[order[j]]);
+                if (m->n_twins > 0) {
+                    /* the phases XRD cannot tell this one from (models/twins.h) */
+                    enum { CAP = 64 };
+                    int32_t tw[CAP];
+                    int nt = mf_phase_twins(m, order[j], tw, CAP);
+                    fputs(", \"near_twins\": [", stdout);
+                    for (int t = 0; t < nt && t < CAP; t++) {
+                        if (t) fputs(", ", stdout);
+                        json_str(m->phases[tw[t]].name);
+                    }
+                    putchar(']');
+                }
                 putchar('}');
             }
             fputs("], \"unknown_score\": ", stdout);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "models/spec.h"
 #include "models/train.h"
+#include "models/twins.h"
 
 #define PROG "phaseid train"
 
@@ -278,6 +279,8 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
         printf("temperature: %.4f\n", r.temperature);
         printf("ECE: %.4f before, %.4f after (%d calibration patterns)\n", r.ece_before,
                r.ece_after, r.n_calib);
+        printf("near twins in the library: %d pairs (cosine >= %.3f at reachable strain)\n",
+               r.n_twins, TWIN_MIN_COS);
         if (r.set_rule.n > 0) {
             printf("phase set: up to %d phases, rank 2.. reported from probability", r.set_rule.n);
             for (int i = 1; i < r.set_rule.n; i++)

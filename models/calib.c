@@ -374,19 +374,37 @@ static double sigmoid_t(float z, double T)
     return 1.0 / (1.0 + exp(-(double)z / T));
 }
 
+/* The candidates of a fitted rule, in rank order: the classes by
+ * decreasing logit, each twin of an earlier candidate passed over, at most
+ * r (of the first CALIB_MAX_CAND by logit). Returns how many. */
+#define CALIB_MAX_CAND (2 * CALIB_MAX_SET)
+static int rule_candidates(const float *z, size_t k, int r, const uint8_t *twin, int32_t *cand)
+{
+    int32_t top[CALIB_MAX_CAND];
+    const int m = k < CALIB_MAX_CAND ? (int)k : CALIB_MAX_CAND;
+    top_classes(z, k, m, top);
+    int n = 0;
+    for (int i = 0; i < m && n < r; i++) {
+        int tw = 0;
+        for (int j = 0; twin && j < n && !tw; j++)
+            tw = twin[(size_t)top[i] * k + (size_t)cand[j]] != 0;
+        if (!tw) cand[n++] = top[i];
+    }
+    return n;
+}
+
 int calib_present_set(const float *logits, size_t k, int multilabel, double T,
-                      const calib_set_rule *rule, uint8_t *present)
+                      const calib_set_rule *rule, const uint8_t *twin, uint8_t *present)
 {
     if (!logits || !present || k == 0 || !(isfinite(T) && T > 0.0)) return 0;
     if (multilabel && rule && rule->n > 0) {
-        int32_t top[CALIB_MAX_SET];
-        const int r = (size_t)rule->n < k ? rule->n : (int)k;
-        top_classes(logits, k, r, top);
+        int32_t cand[CALIB_MAX_SET];
+        const int r = rule_candidates(logits, k, rule->n, twin, cand);
         memset(present, 0, k);
-        present[top[0]] = 1;
+        present[cand[0]] = 1;
         int n = 1;
-        while (n < r && sigmoid_t(logits[top[n]], T) >= rule->thr[n])
-            present[top[n++]] = 1;
+        while (n < r && sigmoid_t(logits[cand[n]], T) >= rule->thr[n])
+            present[cand[n++]] = 1;
         return n;
     }
     size_t top = 0;
@@ -423,8 +441,8 @@ static double set_exact(const set_row *rows, size_t n, int r, const double *thr)
 }
 
 pid_status calib_fit_set_rule(const float *logits, const float *targets, size_t n, size_t k,
-                              double T, int max_phases, calib_set_rule *rule, double *exact_before,
-                              double *exact_after, pid_error *err)
+                              double T, int max_phases, const uint8_t *twin, calib_set_rule *rule,
+                              double *exact_before, double *exact_after, pid_error *err)
 {
     if (!logits || !targets || !rule || !exact_before || !exact_after || n == 0 || k < 2 ||
         max_phases < 2 || max_phases > CALIB_MAX_SET || !(isfinite(T) && T > 0.0))
@@ -454,16 +472,18 @@ pid_status calib_fit_set_rule(const float *logits, const float *targets, size_t 
         if (n_true == 0) continue;
         set_row *w = &rows[m++];
         int32_t top[CALIB_MAX_SET];
-        top_classes(z, k, r, top);
+        const int nc = rule_candidates(z, k, r, twin, top);
         /* the first L ranks are the true set when all L are true and L of them exist */
-        w->ok[0] = 0;
+        memset(w, 0, sizeof *w);
         int all = 1;
-        for (int l = 0; l < r; l++) {
+        for (int l = 0; l < nc; l++) {
             w->p[l] = sigmoid_t(z[top[l]], T);
             all = all && t[top[l]] > 0.5f;
             w->ok[l + 1] = (uint8_t)(all && (size_t)(l + 1) == n_true);
         }
-        calib_present_set(z, k, 1, T, NULL, pres);
+        for (int l = nc; l < r; l++)
+            w->p[l] = -1.0; /* no candidate: never reached */
+        calib_present_set(z, k, 1, T, NULL, NULL, pres);
         int same = 1;
         for (size_t c = 0; c < k && same; c++)
             same = pres[c] == (t[c] > 0.5f);

@@ -95,15 +95,20 @@ typedef struct {
 /* The phases a classification reports as present, from one row of k
  * logits: the top class, plus for a multi-label (sigmoid) head the classes
  * `rule` admits at temperature T (rule NULL or rule->n = 0: every class with
- * z >= 0). present[k] gets 0/1; returns how many are present (0 for bad
- * input: NULL, k = 0, T not finite and > 0). The one rule training (the
- * residual threshold's fit) and classification use. */
+ * z >= 0). With a fitted rule and twin ([k * k], twin[i * k + j] != 0 when
+ * classes i and j are near twins, models/twins.h; NULL = none), a class
+ * that is a twin of one already reported is passed over: it does not count
+ * as a rank, the next class by logit takes its place. present[k] gets 0/1;
+ * returns how many are present (0 for bad input: NULL, k = 0, T not finite
+ * and > 0). The one rule training (the residual threshold's fit) and
+ * classification use. */
 int calib_present_set(const float *logits, size_t k, int multilabel, double T,
-                      const calib_set_rule *rule, uint8_t *present);
+                      const calib_set_rule *rule, const uint8_t *twin, uint8_t *present);
 
 /* Fit the set rule for up to max_phases (2..CALIB_MAX_SET) phases on n rows
  * of sigmoid logits [n, k] with multi-hot targets [n, k] (> 0.5 = present)
- * at temperature T: the thresholds (each on the grid above) that maximize
+ * at temperature T, twins passed over as calib_present_set does (twin may
+ * be NULL): the thresholds (each on the grid above) that maximize
  * the exact-set accuracy (reported set == true set) over the rows with at
  * least one true phase, by coordinate ascent from 0.5 (two rounds; ties keep
  * the value nearer 0.5). *exact_before gets that accuracy for the unfitted
@@ -112,8 +117,8 @@ int calib_present_set(const float *logits, size_t k, int multilabel, double T,
  * arguments or non-finite logits; no row with a true phase leaves the
  * unfitted rule with both accuracies NaN. */
 pid_status calib_fit_set_rule(const float *logits, const float *targets, size_t n, size_t k,
-                              double T, int max_phases, calib_set_rule *rule, double *exact_before,
-                              double *exact_after, pid_error *err);
+                              double T, int max_phases, const uint8_t *twin, calib_set_rule *rule,
+                              double *exact_before, double *exact_after, pid_error *err);
 
 /* Maximum softmax probability of softmax(logits / T), in [1/k, 1]; lower =
  * more likely unknown, so use 1 - calib_msp(...) as an unknown score. NaN on

@@ -36,6 +36,7 @@ struct cls_classifier {
     rsd_table *rsd;     /* physics residual check, NULL when off */
     float *rsd_scratch; /* [threads][rsd_scratch_floats] */
     int rsd_threads;
+    uint8_t *twin; /* [K * K] near twins (mf_twin_matrix), NULL when the file has none */
 };
 
 /* The CIF of model phase i: its recorded source when readable, else the
@@ -185,6 +186,7 @@ pid_status cls_open_opts(cls_classifier **out, const char *model_path, const cls
         st = pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
         goto fail;
     }
+    if ((st = mf_twin_matrix(m, &c->twin, err))) goto fail;
     if (!opts->no_residual) residual_setup(c, pid_backend_threads(c->be));
     *out = c;
     return PID_OK;
@@ -205,6 +207,7 @@ void cls_close(cls_classifier *c)
     free(c->scratch);
     rsd_destroy(c->rsd);
     free(c->rsd_scratch);
+    free(c->twin);
     free(c);
 }
 
@@ -455,8 +458,8 @@ static void postprocess(const cls_classifier *c, const float *z, const float *fz
     sort_desc(z, order, k); /* by logit: the same order as p, without p's float ties */
     /* the same rule the residual threshold was fitted with (calib.h); the
      * top class is order[0] (ties: the first, as calib_present_set takes) */
-    const int n_present =
-        calib_present_set(z, (size_t)k, m->head == NET_HEAD_SIGMOID, t, &m->set_rule, present);
+    const int n_present = calib_present_set(z, (size_t)k, m->head == NET_HEAD_SIGMOID, t,
+                                            &m->set_rule, c->twin, present);
     if (fz) {
         /* Softmax of the fraction logits restricted to the present classes. */
         double mx = -INFINITY, s = 0;

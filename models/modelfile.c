@@ -39,6 +39,11 @@ mf_model *mf_model_create(void)
 void mf_model_drop_sticks(mf_model *m)
 {
     if (!m) return;
+    free(m->twin_pairs);
+    free(m->twin_cos);
+    m->twin_pairs = NULL;
+    m->twin_cos = NULL;
+    m->n_twins = 0;
     free(m->phase_cells);
     free(m->phase_sg);
     free(m->stick_off);
@@ -310,6 +315,17 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
                                 r, m->set_rule.thr[r]);
     }
     if ((st = validate_sticks(m, err))) return st;
+    if (m->n_twins < 0 || (m->n_twins > 0 && (!m->twin_pairs || !m->twin_cos)))
+        return pid_fail(err, PID_ERR_FORMAT, "near twins: %lld pairs without data",
+                        (long long)m->n_twins);
+    for (int64_t i = 0; i < m->n_twins; i++) {
+        int32_t a = m->twin_pairs[2 * i], b = m->twin_pairs[2 * i + 1];
+        if (a < 0 || b <= a || b >= m->n_classes ||
+            !(m->twin_cos[i] >= -1.0f && m->twin_cos[i] <= 1.0001f))
+            return pid_fail(err, PID_ERR_FORMAT,
+                            "near twins: pair %lld (%d, %d, cosine %g) invalid", (long long)i, a, b,
+                            (double)m->twin_cos[i]);
+    }
     if (m->train_steps < 0 || m->train_batch < 0 || !isfinite(m->train_flops) || m->train_flops < 0)
         return pid_fail(err, PID_ERR_FORMAT, "bad training provenance (steps/batch/FLOPs)");
     if (!m->generator || !m->phaseid_version || !m->created || !m->library)
@@ -441,6 +457,18 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
         (st = write_phases(fid, m, err)) || (st = write_grid(fid, &m->grid, err)))
         goto fail;
     if (m->stick_off && (st = write_sticks(fid, m, err))) goto fail;
+    if (m->n_twins > 0) {
+        hid_t g = H5Gopen2(fid, "phases", H5P_DEFAULT);
+        if (g < 0) {
+            st = pid_fail(err, PID_ERR_IO, "HDF5: cannot open /phases");
+            goto fail;
+        }
+        st = pid_h5_write_2d(g, "twins", H5T_NATIVE_INT32, m->n_twins, 2, m->twin_pairs, err);
+        if (!st)
+            st = pid_h5_write_1d(g, "twin_cosines", H5T_NATIVE_FLOAT, m->n_twins, m->twin_cos, err);
+        H5Gclose(g);
+        if (st) goto fail;
+    }
     if (m->opt_m &&
         ((st = pid_h5_write_1d(fid, "optimizer_m", H5T_NATIVE_FLOAT, m->n_params, m->opt_m, err)) ||
          (st = pid_h5_write_1d(fid, "optimizer_v", H5T_NATIVE_FLOAT, m->n_params, m->opt_v, err)) ||
@@ -764,6 +792,54 @@ static pid_status read_sticks(hid_t fid, mf_model *m, pid_error *err)
     return PID_OK;
 }
 
+/* The optional near twins (both datasets, or none). */
+static pid_status read_twins(hid_t fid, mf_model *m, pid_error *err)
+{
+    if (H5Lexists(fid, "phases/twins", H5P_DEFAULT) <= 0) return PID_OK;
+    int nd = 0;
+    int64_t dims[4] = {0};
+    void *v = NULL;
+    pid_status st = pid_h5_read_as(fid, "phases/twins", H5T_NATIVE_INT32, &v, &nd, dims, err);
+    if (st) return st;
+    m->twin_pairs = v;
+    if (nd != 2 || dims[1] != 2 || dims[0] < 0 || dims[0] > m->n_classes * m->n_classes)
+        return pid_fail(err, PID_ERR_FORMAT, "dataset 'phases/twins' has the wrong shape");
+    m->n_twins = dims[0];
+    if ((st = read_shaped(fid, "phases/twin_cosines", H5T_NATIVE_FLOAT, m->n_twins, 0, &v, err)))
+        return st;
+    m->twin_cos = v;
+    return PID_OK;
+}
+
+pid_status mf_twin_matrix(const mf_model *m, uint8_t **out, pid_error *err)
+{
+    *out = NULL;
+    if (m->n_twins <= 0) return PID_OK;
+    const int64_t k = m->n_classes;
+    uint8_t *t = calloc((size_t)(k * k), 1);
+    if (!t) return pid_fail(err, PID_ERR_NOMEM, "out of memory for the near twins");
+    for (int64_t i = 0; i < m->n_twins; i++) {
+        int64_t a = m->twin_pairs[2 * i], b = m->twin_pairs[2 * i + 1];
+        if (a < 0 || b < 0 || a >= k || b >= k) continue; /* mf_validate refuses these */
+        t[a * k + b] = t[b * k + a] = 1;
+    }
+    *out = t;
+    return PID_OK;
+}
+
+int mf_phase_twins(const mf_model *m, int64_t k, int32_t *out, int cap)
+{
+    int n = 0;
+    for (int64_t t = 0; t < m->n_twins; t++) {
+        int32_t a = m->twin_pairs[2 * t], b = m->twin_pairs[2 * t + 1];
+        int32_t o = a == k ? b : b == k ? a : -1;
+        if (o < 0) continue;
+        if (n < cap) out[n] = o;
+        n++;
+    }
+    return n;
+}
+
 static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
 {
     pid_status st;
@@ -853,7 +929,7 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
     if ((st = read_floats(fid, "params", m->n_params, &m->params, err)) ||
         (st = read_floats(fid, "buffers", m->n_buffers, &m->buffers, err)))
         return st;
-    if ((st = read_sticks(fid, m, err))) return st;
+    if ((st = read_sticks(fid, m, err)) || (st = read_twins(fid, m, err))) return st;
     if (H5Lexists(fid, "optimizer_m", H5P_DEFAULT) > 0 &&
         ((st = read_floats(fid, "optimizer_m", m->n_params, &m->opt_m, err)) ||
          (st = read_floats(fid, "optimizer_v", m->n_params, &m->opt_v, err)) ||

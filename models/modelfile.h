@@ -29,6 +29,8 @@
  *                     wavelength, strongest of the phase = 100): the sticks
  *                     the physics residual check uses (rsd_phase_sticks), so
  *                     it (and the dashboard's sticks) need no CIF
+ *   /phases/twins     int32 [n, 2], optional, with /phases/twin_cosines
+ *                     float32 [n]: the pairs of near twins (models/twins.h)
  *   /grid             attributes: axis ("2theta" | "Q"), x0, step, n_points,
  *                     wavelengths_a, weights (arrays of 1..2), source */
 #ifndef PID_MODELS_MODELFILE_H
@@ -120,6 +122,12 @@ typedef struct {
     int32_t *stick_hkl;  /* [3 n_sticks] */
     double *stick_d;     /* [n_sticks], > 0 */
     float *stick_int;    /* [n_sticks], >= 0 */
+    /* Near twins among the phases (models/twins.h), optional datasets
+     * /phases/twins int32 [n_twins, 2] (pairs i < j) and
+     * /phases/twin_cosines float32 [n_twins]; NULL and 0 when absent. */
+    int32_t *twin_pairs;
+    float *twin_cos;
+    int64_t n_twins;
 
     /* Training provenance. */
     uint64_t train_seed;
@@ -176,9 +184,15 @@ pid_status mf_load(const char *path, mf_model **out, pid_error *err);
 void mf_print_summary(FILE *f, const mf_model *m);
 /* 0 when training recorded that the unknown-phase AUROC was not measured
  * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
+/* The near twins as a [n_classes * n_classes] matrix (1 for each pair, both
+ * ways) into *out (caller frees); *out = NULL when the file has none. */
+pid_status mf_twin_matrix(const mf_model *m, uint8_t **out, pid_error *err);
+/* The near twins of phase k (class indices, file order) into out[cap];
+ * returns how many there are (may exceed cap: only cap are written). */
+int mf_phase_twins(const mf_model *m, int64_t k, int32_t *out, int cap);
 int mf_auroc_measured(const mf_model *m);
-/* Free and clear the optional phase cells and sticks of a record (a model
- * saved afterwards has none). */
+/* Free and clear the optional phase cells, sticks and near twins of a
+ * record (a model saved afterwards has none). */
 void mf_model_drop_sticks(mf_model *m);
 
 /* Names: "none" / "max" / "area"; "softmax", "sigmoid", "softmax+fractions",

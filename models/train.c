@@ -23,6 +23,7 @@
 #include "models/net.h"
 #include "models/residual.h"
 #include "models/spec.h"
+#include "models/twins.h"
 
 void train_opts_default(train_opts *o)
 {
@@ -426,10 +427,86 @@ done:
     return s;
 }
 
+/* Near twins among the library's phases (models/twins.h) on the training
+ * grid and first wavelength, at the strain the augmentation reaches;
+ * none on a Q grid. */
+typedef struct {
+    int32_t *pairs; /* [n][2] */
+    float *cos;     /* [n] */
+    int n;
+} twin_list;
+
+static pid_status library_twins(const pid_phaselib *lib, const pid_xrd_dataset_opts *g,
+                                twin_list *tl, pid_error *err)
+{
+    memset(tl, 0, sizeof *tl);
+    if (g->grid.axis != K_XRD_AXIS_TWO_THETA) return PID_OK;
+    const int k = pid_phaselib_count(lib);
+    const double strain = g->aug.enabled ? g->aug.strain_max : 0.0;
+    twin_phase *tp = calloc((size_t)k, sizeof *tp);
+    int32_t **hkl = calloc((size_t)k, sizeof *hkl);
+    float **in = calloc((size_t)k, sizeof *in);
+    pid_status st = PID_OK;
+    if (!tp || !hkl || !in) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the near twins");
+        goto done;
+    }
+    for (int c = 0; c < k; c++) {
+        const pid_structure *p = pid_phaselib_get(lib, c);
+        pid_xrd_stick *sticks = NULL;
+        int n = 0;
+        if ((st = rsd_phase_sticks(p, g->grid.x0, g->grid.step, g->grid.n_points,
+                                   g->source.wavelength_a[0], strain, &sticks, &n, err)))
+            goto done;
+        hkl[c] = malloc(sizeof(int32_t) * 3 * (size_t)(n > 0 ? n : 1));
+        in[c] = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+        if (!hkl[c] || !in[c]) {
+            free(sticks);
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the near twins");
+            goto done;
+        }
+        for (int j = 0; j < n; j++) {
+            hkl[c][3 * j] = sticks[j].h;
+            hkl[c][3 * j + 1] = sticks[j].k;
+            hkl[c][3 * j + 2] = sticks[j].l;
+            in[c][j] = (float)sticks[j].intensity;
+        }
+        free(sticks);
+        tp[c] = (twin_phase){.cell = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma},
+                             .spacegroup = p->spacegroup_number,
+                             .n = n,
+                             .hkl = hkl[c],
+                             .intensity = in[c]};
+    }
+    st = twins_find(tp, k, g->grid.x0, g->grid.step, g->grid.n_points, g->source.wavelength_a[0],
+                    strain, TWIN_MIN_COS, &tl->pairs, &tl->cos, &tl->n, err);
+done:
+    for (int c = 0; c < k; c++) {
+        if (hkl) free(hkl[c]);
+        if (in) free(in[c]);
+    }
+    free(hkl);
+    free(in);
+    free(tp);
+    return st;
+}
+
+/* The near twins as a [k * k] matrix (NULL when none; *out NULL too when out of memory). */
+static uint8_t *twin_matrix(const twin_list *tl, int k)
+{
+    if (!tl || tl->n == 0) return NULL;
+    uint8_t *t = calloc((size_t)k * (size_t)k, 1);
+    for (int i = 0; t && i < tl->n; i++) {
+        int a = tl->pairs[2 * i], b = tl->pairs[2 * i + 1];
+        t[(size_t)a * k + b] = t[(size_t)b * k + a] = 1;
+    }
+    return t;
+}
+
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
-                             double val_acc, const train_result *cal, double t_nll, int with_opt,
-                             pid_error *err)
+                             double val_acc, const train_result *cal, const twin_list *tw,
+                             double t_nll, int with_opt, pid_error *err)
 {
     pid_status st = PID_OK;
     net_spec_totals tot;
@@ -484,9 +561,9 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
         gl = strlen(gen_text);
         if (isfinite(cal->set_exact_before) && gl + 160 < sizeof gen_text) {
             snprintf(gen_text + gl, sizeof gen_text - gl,
-                     ", \"set_exact_before\": %.6f, \"set_exact_after\": %.6f, "
-                     "\"set_thresholds\": [",
-                     cal->set_exact_before, cal->set_exact_after);
+                     ", \"near_twin_pairs\": %d, \"set_exact_before\": %.6f, "
+                     "\"set_exact_after\": %.6f, \"set_thresholds\": [",
+                     cal->n_twins, cal->set_exact_before, cal->set_exact_after);
             gl = strlen(gen_text);
             for (int i = 1; i < cal->set_rule.n; i++) {
                 snprintf(gen_text + gl, sizeof gen_text - gl, "%s%.4g", i > 1 ? ", " : "",
@@ -580,6 +657,17 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
         }
     }
     if (m->residual_threshold > 0 && (st = attach_sticks(m, lib, err))) goto done;
+    if (tw && tw->n > 0) {
+        m->twin_pairs = malloc(sizeof(int32_t) * 2 * (size_t)tw->n);
+        m->twin_cos = malloc(sizeof(float) * (size_t)tw->n);
+        if (!m->twin_pairs || !m->twin_cos) {
+            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the near twins");
+            goto done;
+        }
+        memcpy(m->twin_pairs, tw->pairs, sizeof(int32_t) * 2 * (size_t)tw->n);
+        memcpy(m->twin_cos, tw->cos, sizeof(float) * (size_t)tw->n);
+        m->n_twins = tw->n;
+    }
     if ((st = net_params(n, m->params, m->buffers, err))) goto done;
     if (with_opt) {
         /* a checkpoint: the AdamW state too, so a resume continues exactly */
@@ -631,7 +719,8 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
 static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint64_t base, int count,
                               int bsz, int threads, int p, int k, float *logits, int32_t *labels,
                               float *mh, const rsd_table *rsd, net_head_kind head, double T,
-                              const calib_set_rule *rule, double *resid, pid_error *err)
+                              const calib_set_rule *rule, const uint8_t *twin, double *resid,
+                              pid_error *err)
 {
     const int kg = src_n_phases(g);
     pid_status st = PID_OK;
@@ -657,7 +746,7 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
         if (labels) memcpy(labels + i0, lab, sizeof(int32_t) * (size_t)cnt);
         for (int i = 0; rsd && i < cnt; i++) {
             calib_present_set(logits + (size_t)(i0 + i) * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
-                              rule, pres);
+                              rule, twin, pres);
             resid[i0 + i] = rsd_unexplained(rsd, x + (size_t)i * p, pres, scr);
         }
         if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
@@ -685,12 +774,14 @@ static int cmp_double(const void *a, const void *b)
  * stored ECE. */
 static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const pid_phaselib *lib,
                             const train_opts *o, net_head_kind head, int threads, int bsz, int p,
-                            int k, train_result *r, double *t_nll, pid_error *err)
+                            int k, const twin_list *tw, train_result *r, double *t_nll,
+                            pid_error *err)
 {
     const int nc = o->n_calib;
     pid_status st = PID_OK;
     pid_xrd_gen *ugen = NULL, *wgen = NULL;
     rsd_table *rsd = NULL;
+    uint8_t *twin = NULL;
     double *rk = NULL, *ru = NULL, rstrain = 0.0;
     /* The settings of the calibration patterns: the training ones, widened. */
     pid_xrd_dataset_opts co = o->gen;
@@ -737,7 +828,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
     }
     if ((st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z, lab, mh,
-                          NULL, head, 1.0, NULL, NULL, err)))
+                          NULL, head, 1.0, NULL, NULL, NULL, err)))
         goto done;
     double T = 1.0, e1 = 1.0, eT = 1.0;
     if (head == NET_HEAD_SOFTMAX) {
@@ -760,16 +851,23 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     r->temperature = T;
     r->ece_before = e1;
     r->ece_after = eT;
-    /* how many phases to report (at T), then the residuals of that set */
+    /* how many phases to report (at T, near twins passed over), then the
+     * residuals of that set */
+    twin = twin_matrix(tw, k);
+    if (tw && tw->n > 0 && !twin) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
+        goto done;
+    }
+    r->n_twins = tw ? tw->n : 0;
     memset(&r->set_rule, 0, sizeof r->set_rule);
     r->set_exact_before = r->set_exact_after = NAN;
     if (head != NET_HEAD_SOFTMAX && o->mixtures > 1 &&
         (st = calib_fit_set_rule(z, mh, (size_t)nc, (size_t)k, T,
-                                 o->mixtures < CALIB_MAX_SET ? o->mixtures : CALIB_MAX_SET,
+                                 o->mixtures < CALIB_MAX_SET ? o->mixtures : CALIB_MAX_SET, twin,
                                  &r->set_rule, &r->set_exact_before, &r->set_exact_after, err)))
         goto done;
     if (rsd && (st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z,
-                                 NULL, NULL, rsd, head, T, &r->set_rule, rk, err)))
+                                 NULL, NULL, rsd, head, T, &r->set_rule, twin, rk, err)))
         goto done;
     for (int i = 0; i < nc; i++) {
         ek[i] = calib_energy(z + (size_t)i * k, (size_t)k, T);
@@ -803,7 +901,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
         for (int i = 0; i < nc; i++) {
             calib_present_set(z + (size_t)i * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
-                              &r->set_rule, pres);
+                              &r->set_rule, twin, pres);
             int right = 1;
             for (int c = 0; c < k && right; c++)
                 right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])
@@ -848,7 +946,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
         const train_src usrc = {.gen = ugen};
         if ((st = forward_set(n, be, &usrc, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu,
-                              NULL, NULL, rsd, head, T, &r->set_rule, ru, err)))
+                              NULL, NULL, rsd, head, T, &r->set_rule, twin, ru, err)))
             goto done;
         for (int i = 0; i < nc; i++) {
             eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);
@@ -868,6 +966,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         r->n_unknown_phases = pid_phaselib_count(o->unknown_lib);
     }
 done:
+    free(twin);
     rsd_destroy(rsd);
     free(rk);
     free(ru);
@@ -1065,6 +1164,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     int pr_sync = 0, pr_started = 0;
     pthread_t pr_tid;
     train_result r = {.val_acc = -1.0};
+    twin_list tw = {0};
 
     train_src src = {.data = o->data, .seed = pid_rng_mix(o->seed, 0x737263ULL)};
     if (o->data) {
@@ -1198,8 +1298,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
             win_correct = win_total = 0;
         }
         if (o->checkpoint && ((s + 1) % ck_every == 0 || last)) {
-            if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, NULL, 1.0,
-                                 1, err)))
+            if ((st = save_model(o->checkpoint, lib, &opt, canon, spec, n, s + 1, -1.0, NULL, NULL,
+                                 1.0, 1, err)))
                 goto done;
         }
     }
@@ -1237,11 +1337,12 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         r.val_acc = (double)correct / (double)o->n_val;
     }
     double t_nll = 1.0;
-    if (o->n_calib > 0 &&
-        (st = calibrate(n, be, &src, lib, o, head.head, threads, bsz, p, k, &r, &t_nll, err)))
+    if (o->n_calib > 0 && ((st = library_twins(lib, &opt.gen, &tw, err)) ||
+                           (st = calibrate(n, be, &src, lib, o, head.head, threads, bsz, p, k, &tw,
+                                           &r, &t_nll, err))))
         goto done;
     if (out_path && (st = save_model(out_path, lib, &opt, canon, spec, n, o->steps, r.val_acc,
-                                     o->n_calib > 0 ? &r : NULL, t_nll, 0, err)))
+                                     o->n_calib > 0 ? &r : NULL, &tw, t_nll, 0, err)))
         goto done;
     if (res) *res = r;
 
@@ -1273,6 +1374,8 @@ done:
     free(zh);
     free(vx);
     free(vlab);
+    free(tw.pairs);
+    free(tw.cos);
     free(vmh);
     free(vfr);
     net_destroy(n);

@@ -120,6 +120,7 @@ typedef struct {
     double ece_after;          /* ECE at the fitted T (stored as the model's ece) */
     calib_set_rule set_rule;   /* sigmoid heads: how many phases are reported (n = 0: not
                                   fitted, probability >= 0.5) */
+    int n_twins;               /* pairs of near twins found in the library (models/twins.h) */
     double set_exact_before;   /* exact-set accuracy on the calibration set at 0.5 (NaN: */
     double set_exact_after;    /* softmax head) and with set_rule */
     double unknown_threshold;  /* energy threshold at TRAIN_UNKNOWN_TPR of the known */

@@ -385,7 +385,8 @@ static char *render_result(const srv_event_result *r, int with_frame, size_t *le
     free(sq);
     if (w < 0 || (size_t)w >= cap) goto fail;
     n = (size_t)w;
-    if (srv_render_phases(buf, cap, &n, r->r, r->row, 3, r->name_json, r->formula_json)) goto fail;
+    if (srv_render_phases(buf, cap, &n, r->r, r->row, 3, r->name_json, r->formula_json, NULL))
+        goto fail;
     char us[48], rs[48];
     srv_fmt_num(us, sizeof us, r->r->unknown_score[r->row]);
     srv_fmt_num(rs, sizeof rs, r->r->residual[r->row]);

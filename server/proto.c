@@ -784,7 +784,7 @@ static int put_num(char *buf, size_t cap, size_t *len, double v)
 }
 
 int srv_render_phases(char *buf, size_t cap, size_t *len, const srv_results *r, int row, int top,
-                      char *const *name_json, char *const *formula_json)
+                      char *const *name_json, char *const *formula_json, char *const *extra_json)
 {
     if (top > r->keep) top = r->keep;
     if (put(buf, cap, len, "[")) return -1;
@@ -795,7 +795,9 @@ int srv_render_phases(char *buf, size_t cap, size_t *len, const srv_results *r, 
             put(buf, cap, len, name_json[c]) || put(buf, cap, len, ", \"formula\": ") ||
             put(buf, cap, len, formula_json[c]) || put(buf, cap, len, ", \"probability\": ") ||
             put_num(buf, cap, len, r->top_prob[at]) || put(buf, cap, len, ", \"fraction\": ") ||
-            put_num(buf, cap, len, r->top_frac[at]) || put(buf, cap, len, "}"))
+            put_num(buf, cap, len, r->top_frac[at]) ||
+            (extra_json && extra_json[c] && put(buf, cap, len, extra_json[c])) ||
+            put(buf, cap, len, "}"))
             return -1;
     }
     return put(buf, cap, len, "]");
@@ -807,7 +809,7 @@ int srv_render_line(char *buf, size_t cap, size_t *len, long long seq, const srv
     char head[64];
     snprintf(head, sizeof head, "{\"seq\": %lld, \"phases\": ", seq);
     if (put(buf, cap, len, head) ||
-        srv_render_phases(buf, cap, len, r, row, 3, name_json, formula_json) ||
+        srv_render_phases(buf, cap, len, r, row, 3, name_json, formula_json, NULL) ||
         put(buf, cap, len, ", \"unknown_score\": ") ||
         put_num(buf, cap, len, r->unknown_score[row]) || put(buf, cap, len, ", \"residual\": ") ||
         put_num(buf, cap, len, r->residual[row]) ||

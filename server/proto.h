@@ -136,11 +136,12 @@ int srv_fmt_num(char *buf, size_t cap, double v);
 /* One frame's phases as the JSON array of `phaseid classify`:
  * [{"name": .., "formula": .., "probability": .., "fraction": ..}, ...] for
  * the first min(top, r->keep) ranked classes of row `row`. name_json /
- * formula_json are pre-quoted (srv_json_quote) per class. Appends to buf at
- * *len (capacity cap); returns -1 when it does not fit (buf unspecified
- * beyond *len), else 0. */
+ * formula_json are pre-quoted (srv_json_quote) per class; extra_json (NULL:
+ * none) is per class text appended inside the object (", \"near_twins\":
+ * [...]"). Appends to buf at *len (capacity cap); returns -1 when it does
+ * not fit (buf unspecified beyond *len), else 0. */
 int srv_render_phases(char *buf, size_t cap, size_t *len, const srv_results *r, int row, int top,
-                      char *const *name_json, char *const *formula_json);
+                      char *const *name_json, char *const *formula_json, char *const *extra_json);
 
 /* A stream's result line: {"seq": S, "phases": [...], "unknown_score": x,
  * "unknown": b}\n. Same conventions as srv_render_phases. */

@@ -208,6 +208,18 @@ static char *config_doc(const srv_model *m, const srv_repo_opts *o, const char *
                           gpu ? "KIND_GPU" : "KIND_CPU", "count", 1));
 }
 
+/* The names of phase k's near twins as a JSON array (NULL: out of memory). */
+static json_t *twin_names(const mf_model *mf, int64_t k)
+{
+    enum { CAP = 64 };
+    int32_t t[CAP];
+    int n = mf_phase_twins(mf, k, t, CAP);
+    json_t *a = json_array();
+    for (int i = 0; a && i < n && i < CAP; i++)
+        json_array_append_new(a, json_string(mf->phases[t[i]].name));
+    return a;
+}
+
 pid_status srv_repo_load(srv_repo *r, const srv_repo_opts *o, int *n_failed, pid_error *err)
 {
     *n_failed = 0;
@@ -246,6 +258,21 @@ pid_status srv_repo_load(srv_repo *r, const srv_repo_opts *o, int *n_failed, pid
             m->formula_json[k] = srv_json_quote(mf->phases[k].formula);
             if (!m->name_json[k] || !m->formula_json[k])
                 return pid_fail(err, PID_ERR_NOMEM, "out of memory");
+        }
+        if (mf->n_twins > 0) {
+            /* each phase's near twins, as phaseid classify lists them */
+            m->twins_json = calloc((size_t)m->n_classes, sizeof *m->twins_json);
+            if (!m->twins_json) return pid_fail(err, PID_ERR_NOMEM, "out of memory");
+            for (int64_t k = 0; k < m->n_classes; k++) {
+                json_t *a = twin_names(mf, k);
+                char *txt = a ? json_dumps(a, JSON_COMPACT) : NULL;
+                json_decref(a);
+                size_t n = txt ? strlen(txt) + 20 : 0;
+                m->twins_json[k] = txt ? malloc(n) : NULL;
+                if (m->twins_json[k]) snprintf(m->twins_json[k], n, ", \"near_twins\": %s", txt);
+                free(txt);
+                if (!m->twins_json[k]) return pid_fail(err, PID_ERR_NOMEM, "out of memory");
+            }
         }
         m->metadata_json = metadata_doc(m);
         m->config_json = config_doc(m, o, cls_device_name(m->c));
@@ -423,12 +450,15 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
     json_t *phases = json_array();
     for (int64_t k = 0; k < mf->n_classes; k++) {
         const mf_phase *p = &mf->phases[k];
+        /* the phases XRD barely tells this one from (models/twins.h) */
+        json_t *tw = twin_names(mf, k);
         json_array_append_new(
             phases,
-            json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", p->name, "formula",
+            json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "name", p->name, "formula",
                       p->formula ? p->formula : "", "source", p->source ? p->source : "",
                       "reference", p->reference ? p->reference : "", "peaks",
-                      mf->stick_off ? stored_peaks(mf, k) : phase_peaks(p, g, lib, lib_tried)));
+                      mf->stick_off ? stored_peaks(mf, k) : phase_peaks(p, g, lib, lib_tried),
+                      "near_twins", tw));
     }
     json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:f, s:{s:s, s:f, s:f, s:I, s:o}, s:o, s:{s:o, s:o}, "
@@ -490,8 +520,11 @@ void srv_repo_destroy(srv_repo *r)
             free(m->name_json[k]);
         for (int64_t k = 0; m->formula_json && k < m->n_classes; k++)
             free(m->formula_json[k]);
+        for (int64_t k = 0; m->twins_json && k < m->n_classes; k++)
+            free(m->twins_json[k]);
         free(m->name_json);
         free(m->formula_json);
+        free(m->twins_json);
         free(m->names);
         free(m->metadata_json);
         free(m->config_json);

@@ -31,6 +31,8 @@ typedef struct {
     const char **names;  /* [K] phase names (owned by the model file record) */
     char **name_json;    /* [K] names quoted as JSON */
     char **formula_json; /* [K] formulas quoted as JSON */
+    char **twins_json;   /* [K] ", \"near_twins\": [...]" as the CLI prints it, NULL
+                            when the model file lists no near twins */
     char *metadata_json; /* GET /v2/models/{name} */
     char *config_json;   /* GET /v2/models/{name}/config */
 } srv_model;

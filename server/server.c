@@ -608,8 +608,8 @@ static enum MHD_Result classify_finish(req *r)
     char us[48], rs[48];
     srv_fmt_num(us, sizeof us, r->res->unknown_score[0]);
     srv_fmt_num(rs, sizeof rs, r->res->residual[0]);
-    if (srv_render_phases(buf, cap, &len, r->res, 0, 3, r->model->name_json,
-                          r->model->formula_json) ||
+    if (srv_render_phases(buf, cap, &len, r->res, 0, 3, r->model->name_json, r->model->formula_json,
+                          r->model->twins_json) ||
         len + 120 + strlen(us) + strlen(rs) > cap) {
         free(buf);
         return send_error(r, 500, "answer too long");

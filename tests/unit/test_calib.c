@@ -472,22 +472,22 @@ static void test_present_set(void **state)
     (void)state;
     const float z[5] = {-1.0f, 2.0f, 0.0f, 3.0f, -0.0001f};
     uint8_t pr[5];
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, NULL, pr), 3);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, NULL, NULL, pr), 3);
     const uint8_t want_ml[5] = {0, 1, 1, 1, 0};
     assert_memory_equal(pr, want_ml, 5);
-    assert_int_equal(calib_present_set(z, 5, 0, 1.0, NULL, pr), 1);
+    assert_int_equal(calib_present_set(z, 5, 0, 1.0, NULL, NULL, pr), 1);
     const uint8_t want_sm[5] = {0, 0, 0, 1, 0};
     assert_memory_equal(pr, want_sm, 5);
     const float neg[3] = {-2.0f, -1.0f, -1.0f}; /* all absent: the top (first of the tie) */
-    assert_int_equal(calib_present_set(neg, 3, 1, 1.0, NULL, pr), 1);
+    assert_int_equal(calib_present_set(neg, 3, 1, 1.0, NULL, NULL, pr), 1);
     assert_true(pr[0] == 0 && pr[1] == 1 && pr[2] == 0);
-    assert_int_equal(calib_present_set(NULL, 3, 1, 1.0, NULL, pr), 0);
-    assert_int_equal(calib_present_set(z, 0, 1, 1.0, NULL, pr), 0);
-    assert_int_equal(calib_present_set(z, 5, 1, 0.0, NULL, pr), 0);
-    assert_int_equal(calib_present_set(z, 5, 1, NAN, NULL, pr), 0);
+    assert_int_equal(calib_present_set(NULL, 3, 1, 1.0, NULL, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 0, 1, 1.0, NULL, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 5, 1, 0.0, NULL, NULL, pr), 0);
+    assert_int_equal(calib_present_set(z, 5, 1, NAN, NULL, NULL, pr), 0);
     /* an unfitted rule (n = 0) is the 0.5 rule */
     calib_set_rule none = {0};
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &none, pr), 3);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &none, NULL, pr), 3);
     assert_memory_equal(pr, want_ml, 5);
 }
 
@@ -500,33 +500,48 @@ static void test_present_set_rule(void **state)
     const float z[5] = {-1.0f, 2.0f, 0.0f, 3.0f, -0.5f}; /* p at T=1: .27 .88 .5 .95 .38 */
     uint8_t pr[5];
     calib_set_rule r = {.n = 3, .thr = {0.0, 0.3, 0.6}};
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, pr), 2);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, NULL, pr), 2);
     const uint8_t want2[5] = {0, 1, 0, 1, 0};
     assert_memory_equal(pr, want2, 5);
     r.thr[2] = 0.45; /* rank 2 (p 0.5) now in; rank 3 (p 0.38 >= 0.3 too) capped by n */
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, pr), 3);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r, NULL, pr), 3);
     const uint8_t want3[5] = {0, 1, 1, 1, 0};
     assert_memory_equal(pr, want3, 5);
     calib_set_rule r4 = {.n = 4, .thr = {0.0, 0.3, 0.6, 0.1}};
     /* rank 2 fails, so rank 3 stays out however low its threshold */
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, pr), 2);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, NULL, pr), 2);
     assert_memory_equal(pr, want2, 5);
     r4.thr[2] = 0.5;
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, pr), 4);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &r4, NULL, pr), 4);
     const uint8_t want4[5] = {0, 1, 1, 1, 1};
     assert_memory_equal(pr, want4, 5);
     /* the temperature enters: at T = 4 rank 1 has p = sigmoid(0.5) = 0.62 */
     calib_set_rule rt = {.n = 2, .thr = {0.0, 0.7}};
-    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &rt, pr), 2);
-    assert_int_equal(calib_present_set(z, 5, 1, 4.0, &rt, pr), 1);
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &rt, NULL, pr), 2);
+    assert_int_equal(calib_present_set(z, 5, 1, 4.0, &rt, NULL, pr), 1);
     assert_true(pr[3] == 1 && pr[1] == 0);
     /* n above k: every class can be reached */
     calib_set_rule big = {.n = CALIB_MAX_SET};
     for (int i = 1; i < CALIB_MAX_SET; i++)
         big.thr[i] = 0.01;
     const float z3[3] = {1.0f, 0.5f, -2.0f};
-    assert_int_equal(calib_present_set(z3, 3, 1, 1.0, &big, pr), 3);
-    assert_int_equal(calib_present_set(z3, 3, 0, 1.0, &big, pr), 1);
+    assert_int_equal(calib_present_set(z3, 3, 1, 1.0, &big, NULL, pr), 3);
+    assert_int_equal(calib_present_set(z3, 3, 0, 1.0, &big, NULL, pr), 1);
+    /* near twins: class 1 (rank 1) is a twin of class 3 (rank 0) and is
+     * passed over; class 2 (p 0.5) takes rank 1, class 4 (p 0.38) rank 2 */
+    uint8_t tw[25] = {0};
+    tw[1 * 5 + 3] = tw[3 * 5 + 1] = 1;
+    calib_set_rule rw = {.n = 3, .thr = {0.0, 0.3, 0.45}};
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &rw, tw, pr), 2);
+    const uint8_t want_tw[5] = {0, 0, 1, 1, 0};
+    assert_memory_equal(pr, want_tw, 5);
+    rw.thr[2] = 0.35;
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, &rw, tw, pr), 3);
+    const uint8_t want_tw3[5] = {0, 0, 1, 1, 1};
+    assert_memory_equal(pr, want_tw3, 5);
+    /* twins only matter to a fitted rule */
+    assert_int_equal(calib_present_set(z, 5, 1, 1.0, NULL, tw, pr), 3);
+    assert_memory_equal(pr, want3, 5);
 }
 
 static float logit_of(double p)
@@ -566,7 +581,8 @@ static void test_fit_set_rule(void **state)
     calib_set_rule rule;
     double before, after;
     pid_error err;
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, NULL, &rule, &before, &after, &err),
+                     PID_OK);
     assert_true(fabs((before) - (200.0 / 400.0)) < 1e-12);
     assert_true(fabs((after) - (1.0)) < 1e-12);
     assert_int_equal(rule.n, 3);
@@ -576,15 +592,36 @@ static void test_fit_set_rule(void **state)
     uint8_t pr[K];
     int hit = 0;
     for (int i = 0; i < N - 1; i++) {
-        calib_present_set(z + i * K, K, 1, 1.0, &rule, pr);
+        calib_present_set(z + i * K, K, 1, 1.0, &rule, NULL, pr);
         int same = 1;
         for (int c = 0; c < K; c++)
             same = same && pr[c] == (t[i * K + c] > 0.5f);
         hit += same;
     }
     assert_int_equal(hit, N - 1);
+    /* with near twins (classes 1 and 2: the second phase of the two-phase
+     * rows whose first is class 1 is passed over, so those rows are lost)
+     * the fit's accuracy is exactly that of calib_present_set with its rule */
+    {
+        uint8_t tw[K * K] = {0};
+        tw[1 * K + 2] = tw[2 * K + 1] = 1;
+        calib_set_rule rt;
+        double b2, a2;
+        assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, tw, &rt, &b2, &a2, &err), PID_OK);
+        int h2 = 0;
+        for (int i = 0; i < N - 1; i++) {
+            calib_present_set(z + i * K, K, 1, 1.0, rt.n ? &rt : NULL, tw, pr);
+            int same = 1;
+            for (int c = 0; c < K; c++)
+                same = same && pr[c] == (t[i * K + c] > 0.5f);
+            h2 += same;
+        }
+        assert_true(fabs(a2 - (double)h2 / (N - 1)) < 1e-12);
+        assert_true(b2 == before && a2 < 0.9 && a2 > 0.75 && rt.n == 3);
+    }
     /* the same logits at T = 2: the probabilities move, the fit follows */
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 2.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 2.0, 3, NULL, &rule, &before, &after, &err),
+                     PID_OK);
     assert_true(fabs((after) - (1.0)) < 1e-12);
     /* runner-ups now reach sigmoid(logit(0.25) / 2) = 0.366, second phases
      * start at sigmoid(logit(0.31) / 2) = 0.401: 0.4 is the grid value */
@@ -594,27 +631,29 @@ static void test_fit_set_rule(void **state)
         t[i * K + (i + 1) % K] = 0.0f;
     for (int i = 1; i < N; i += 2)
         z[i * K + (i + 1) % K] = logit_of(0.1);
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, NULL, &rule, &before, &after, &err),
+                     PID_OK);
     assert_int_equal(rule.n, 0);
     assert_true(fabs((before) - (1.0)) < 1e-12);
     assert_true(fabs((after) - (1.0)) < 1e-12);
     /* bad input */
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 1, &rule, &before, &after, &err),
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 1, NULL, &rule, &before, &after, &err),
                      PID_ERR_ARG);
     assert_int_equal(
-        calib_fit_set_rule(z, t, N, K, 1.0, CALIB_MAX_SET + 1, &rule, &before, &after, &err),
+        calib_fit_set_rule(z, t, N, K, 1.0, CALIB_MAX_SET + 1, NULL, &rule, &before, &after, &err),
         PID_ERR_ARG);
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 0.0, 3, &rule, &before, &after, &err),
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 0.0, 3, NULL, &rule, &before, &after, &err),
                      PID_ERR_ARG);
-    assert_int_equal(calib_fit_set_rule(NULL, t, N, K, 1.0, 3, &rule, &before, &after, &err),
+    assert_int_equal(calib_fit_set_rule(NULL, t, N, K, 1.0, 3, NULL, &rule, &before, &after, &err),
                      PID_ERR_ARG);
     z[7] = NAN;
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err),
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, NULL, &rule, &before, &after, &err),
                      PID_ERR_ARG);
     /* no row with a true phase: unfitted, NaN accuracies */
     memset(t, 0, sizeof(float) * N * K);
     z[7] = 0.0f;
-    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, &rule, &before, &after, &err), PID_OK);
+    assert_int_equal(calib_fit_set_rule(z, t, N, K, 1.0, 3, NULL, &rule, &before, &after, &err),
+                     PID_OK);
     assert_int_equal(rule.n, 0);
     assert_true(isnan(before) && isnan(after));
     free(z);

@@ -282,7 +282,53 @@ static void test_round_trip(void **state)
     assert_true(r->residual_threshold == 0.234375 && r->residual_strain_max == 0.035);
     /* no set rule in the file: the 0.5 rule (n = 0) */
     assert_int_equal(r->set_rule.n, 0);
+    /* near twins round-trip; none in the file: none loaded */
+    assert_int_equal(r->n_twins, 0);
+    assert_null(r->twin_pairs);
     mf_model_destroy(r);
+    assert_true(m->n_classes >= 3);
+    m->twin_pairs = malloc(4 * sizeof(int32_t));
+    m->twin_cos = malloc(2 * sizeof(float));
+    assert_non_null(m->twin_pairs);
+    assert_non_null(m->twin_cos);
+    m->twin_pairs[0] = 0;
+    m->twin_pairs[1] = 2;
+    m->twin_pairs[2] = 1;
+    m->twin_pairs[3] = 2;
+    m->twin_cos[0] = 0.9975f;
+    m->twin_cos[1] = 0.999f;
+    m->n_twins = 2;
+    const char *p5 = tmp_path("round_twins.h5");
+    save_ok(p5, m);
+    st = mf_load(p5, &r, &err);
+    if (st) fail_msg("load: %s", err.msg);
+    assert_int_equal(r->n_twins, 2);
+    assert_memory_equal(r->twin_pairs, m->twin_pairs, 4 * sizeof(int32_t));
+    assert_memory_equal(r->twin_cos, m->twin_cos, 2 * sizeof(float));
+    uint8_t *tm = NULL;
+    assert_int_equal(mf_twin_matrix(r, &tm, &err), PID_OK);
+    const int64_t k = r->n_classes;
+    assert_non_null(tm);
+    assert_true(tm[0 * k + 2] && tm[2 * k + 0] && tm[1 * k + 2] && tm[2 * k + 1] && !tm[0 * k + 1]);
+    free(tm);
+    /* refused: a pair out of order or out of range, a cosine above 1 */
+    m->twin_pairs[2] = 2;
+    m->twin_pairs[3] = 1;
+    assert_int_equal(mf_save(tmp_path("bad_twins.h5"), m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "near twins"));
+    m->twin_pairs[2] = 1;
+    m->twin_pairs[3] = (int32_t)m->n_classes;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->twin_pairs[3] = 2;
+    m->twin_cos[1] = 1.5f;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->twin_cos[1] = 0.999f;
+    assert_int_equal(mf_validate(m, &err), PID_OK);
+    free(m->twin_pairs);
+    free(m->twin_cos);
+    m->twin_pairs = NULL;
+    m->twin_cos = NULL;
+    m->n_twins = 0;
     /* a fitted set rule round-trips (thresholds of ranks 1..n-1) */
     m->set_rule = (calib_set_rule){.n = 3, .thr = {0.0, 0.375, 0.45}};
     const char *p4 = tmp_path("round_setrule.h5");
