@@ -451,33 +451,11 @@ static pid_status library_twins(const pid_phaselib *lib, const pid_xrd_dataset_o
         st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the near twins");
         goto done;
     }
-    for (int c = 0; c < k; c++) {
-        const pid_structure *p = pid_phaselib_get(lib, c);
-        pid_xrd_stick *sticks = NULL;
-        int n = 0;
-        if ((st = rsd_phase_sticks(p, g->grid.x0, g->grid.step, g->grid.n_points,
-                                   g->source.wavelength_a[0], strain, &sticks, &n, err)))
+    for (int c = 0; c < k; c++)
+        if ((st = twins_phase_of(pid_phaselib_get(lib, c), g->grid.x0, g->grid.step,
+                                 g->grid.n_points, g->source.wavelength_a[0], strain, &tp[c],
+                                 &hkl[c], &in[c], err)))
             goto done;
-        hkl[c] = malloc(sizeof(int32_t) * 3 * (size_t)(n > 0 ? n : 1));
-        in[c] = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-        if (!hkl[c] || !in[c]) {
-            free(sticks);
-            st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for the near twins");
-            goto done;
-        }
-        for (int j = 0; j < n; j++) {
-            hkl[c][3 * j] = sticks[j].h;
-            hkl[c][3 * j + 1] = sticks[j].k;
-            hkl[c][3 * j + 2] = sticks[j].l;
-            in[c][j] = (float)sticks[j].intensity;
-        }
-        free(sticks);
-        tp[c] = (twin_phase){.cell = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma},
-                             .spacegroup = p->spacegroup_number,
-                             .n = n,
-                             .hkl = hkl[c],
-                             .intensity = in[c]};
-    }
     st = twins_find(tp, k, g->grid.x0, g->grid.step, g->grid.n_points, g->source.wavelength_a[0],
                     strain, TWIN_MIN_COS, &tl->pairs, &tl->cos, &tl->n, err);
 done:

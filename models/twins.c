@@ -1,6 +1,8 @@
 /* Near twins among phases (see twins.h). */
 #include "models/twins.h"
 
+#include "models/residual.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,5 +172,41 @@ done:
     *pairs = pr;
     *cosines = cs;
     *n_pairs = n;
+    return PID_OK;
+}
+
+pid_status twins_phase_of(const pid_structure *s, double x0_deg, double step_deg, int n_points,
+                          double wavelength_a, double strain_max, twin_phase *out, int32_t **hkl,
+                          float **intensity, pid_error *err)
+{
+    *hkl = NULL;
+    *intensity = NULL;
+    pid_xrd_stick *st = NULL;
+    int n = 0;
+    pid_status r =
+        rsd_phase_sticks(s, x0_deg, step_deg, n_points, wavelength_a, strain_max, &st, &n, err);
+    if (r) return r;
+    *hkl = malloc(sizeof(int32_t) * 3 * (size_t)(n > 0 ? n : 1));
+    *intensity = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!*hkl || !*intensity) {
+        free(st);
+        free(*hkl);
+        free(*intensity);
+        *hkl = NULL;
+        *intensity = NULL;
+        return pid_fail(err, PID_ERR_NOMEM, "twins: out of memory");
+    }
+    for (int j = 0; j < n; j++) {
+        (*hkl)[3 * j] = st[j].h;
+        (*hkl)[3 * j + 1] = st[j].k;
+        (*hkl)[3 * j + 2] = st[j].l;
+        (*intensity)[j] = (float)st[j].intensity;
+    }
+    free(st);
+    *out = (twin_phase){.cell = {s->a, s->b, s->c, s->alpha, s->beta, s->gamma},
+                        .spacegroup = s->spacegroup_number,
+                        .n = n,
+                        .hkl = *hkl,
+                        .intensity = *intensity};
     return PID_OK;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "synth/structure.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +49,14 @@ typedef struct {
 pid_status twins_find(const twin_phase *phases, int k, double x0_deg, double step_deg, int n_points,
                       double wavelength_a, double strain_max, double min_cos, int32_t **pairs,
                       float **cosines, int *n_pairs, pid_error *err);
+
+/* Structure s as twins_find needs it on that grid and wavelength: its
+ * sticks as the residual check keeps them (rsd_phase_sticks with
+ * strain_max), cell and space group. *hkl and *intensity are malloc'd
+ * (caller frees; *out borrows them). Errors of rsd_phase_sticks. */
+pid_status twins_phase_of(const pid_structure *s, double x0_deg, double step_deg, int n_points,
+                          double wavelength_a, double strain_max, twin_phase *out, int32_t **hkl,
+                          float **intensity, pid_error *err);
 
 #ifdef __cplusplus
 }

@@ -51,24 +51,8 @@ static int setup(void **state)
     if (pid_phaselib_load("builtin", &lib, &err)) return -1;
     for (int c = 0; c < K; c++) {
         const pid_structure *s = pid_phaselib_find(lib, NAMES[c]);
-        if (!s) return -1;
-        pid_xrd_stick *st = NULL;
-        int n = 0;
-        if (rsd_phase_sticks(s, 10.0, 0.02, NPT, WL, 0.03, &st, &n, &err)) return -1;
-        hkl[c] = malloc(sizeof(int32_t) * 3 * (size_t)n);
-        inten[c] = malloc(sizeof(float) * (size_t)n);
-        for (int j = 0; j < n; j++) {
-            hkl[c][3 * j] = st[j].h;
-            hkl[c][3 * j + 1] = st[j].k;
-            hkl[c][3 * j + 2] = st[j].l;
-            inten[c][j] = (float)st[j].intensity;
-        }
-        free(st);
-        ph[c] = (twin_phase){.cell = {s->a, s->b, s->c, s->alpha, s->beta, s->gamma},
-                             .spacegroup = s->spacegroup_number,
-                             .n = n,
-                             .hkl = hkl[c],
-                             .intensity = inten[c]};
+        if (!s || twins_phase_of(s, 10.0, 0.02, NPT, WL, 0.03, &ph[c], &hkl[c], &inten[c], &err))
+            return -1;
     }
     return 0;
 }
