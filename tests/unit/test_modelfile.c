@@ -311,6 +311,7 @@ static void test_round_trip(void **state)
     assert_non_null(tm);
     assert_true(tm[0 * k + 2] && tm[2 * k + 0] && tm[1 * k + 2] && tm[2 * k + 1] && !tm[0 * k + 1]);
     free(tm);
+    mf_model_destroy(r);
     /* refused: a pair out of order or out of range, a cosine above 1 */
     m->twin_pairs[2] = 2;
     m->twin_pairs[3] = 1;
