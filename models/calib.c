@@ -419,13 +419,12 @@ int calib_present_set(const float *logits, size_t k, int multilabel, double T,
     return n;
 }
 
-/* Per row of the set-rule fit: the calibrated probabilities of ranks
- * 1..R-1, and whether the first L ranks (L = 1..R) are exactly the true set;
- * `unfitted` whether the unfitted rule's set is. */
+/* Per row of the set-rule fit: the calibrated probabilities of the
+ * candidates of ranks 1..R-1 (-1 where there is none), and whether the
+ * first L candidates (L = 1..R) are exactly the true set. */
 typedef struct {
     double p[CALIB_MAX_SET];
     uint8_t ok[CALIB_MAX_SET + 1];
-    uint8_t unfitted;
 } set_row;
 
 static double set_exact(const set_row *rows, size_t n, int r, const double *thr)
