@@ -13,6 +13,7 @@
 #include "models/calib.h"
 #include "models/net.h"
 #include "models/residual.h"
+#include "models/twins.h"
 #include "models/spec.h"
 #include "core/log.h"
 #include "synth/cif.h"
@@ -36,7 +37,7 @@ struct cls_classifier {
     rsd_table *rsd;     /* physics residual check, NULL when off */
     float *rsd_scratch; /* [threads][rsd_scratch_floats] */
     int rsd_threads;
-    uint8_t *twin; /* [K * K] near twins (mf_twin_matrix), NULL when the file has none */
+    uint8_t *twin; /* [K * K] near twins (twins_matrix), NULL when the file has none */
 };
 
 /* The CIF of model phase i: its recorded source when readable, else the
@@ -186,7 +187,7 @@ pid_status cls_open_opts(cls_classifier **out, const char *model_path, const cls
         st = pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
         goto fail;
     }
-    if ((st = mf_twin_matrix(m, &c->twin, err))) goto fail;
+    if ((st = twins_matrix(m->twin_pairs, m->n_twins, m->n_classes, &c->twin, err))) goto fail;
     if (!opts->no_residual) residual_setup(c, pid_backend_threads(c->be));
     *out = c;
     return PID_OK;

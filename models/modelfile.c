@@ -811,22 +811,6 @@ static pid_status read_twins(hid_t fid, mf_model *m, pid_error *err)
     return PID_OK;
 }
 
-pid_status mf_twin_matrix(const mf_model *m, uint8_t **out, pid_error *err)
-{
-    *out = NULL;
-    if (m->n_twins <= 0) return PID_OK;
-    const int64_t k = m->n_classes;
-    uint8_t *t = calloc((size_t)(k * k), 1);
-    if (!t) return pid_fail(err, PID_ERR_NOMEM, "out of memory for the near twins");
-    for (int64_t i = 0; i < m->n_twins; i++) {
-        int64_t a = m->twin_pairs[2 * i], b = m->twin_pairs[2 * i + 1];
-        if (a < 0 || b < 0 || a >= k || b >= k) continue; /* mf_validate refuses these */
-        t[a * k + b] = t[b * k + a] = 1;
-    }
-    *out = t;
-    return PID_OK;
-}
-
 int mf_phase_twins(const mf_model *m, int64_t k, int32_t *out, int cap)
 {
     int n = 0;

@@ -184,9 +184,6 @@ pid_status mf_load(const char *path, mf_model **out, pid_error *err);
 void mf_print_summary(FILE *f, const mf_model *m);
 /* 0 when training recorded that the unknown-phase AUROC was not measured
  * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
-/* The near twins as a [n_classes * n_classes] matrix (1 for each pair, both
- * ways) into *out (caller frees); *out = NULL when the file has none. */
-pid_status mf_twin_matrix(const mf_model *m, uint8_t **out, pid_error *err);
 /* The near twins of phase k (class indices, file order) into out[cap];
  * returns how many there are (may exceed cap: only cap are written). */
 int mf_phase_twins(const mf_model *m, int64_t k, int32_t *out, int cap);

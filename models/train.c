@@ -469,18 +469,6 @@ done:
     return st;
 }
 
-/* The near twins as a [k * k] matrix (NULL when none; *out NULL too when out of memory). */
-static uint8_t *twin_matrix(const twin_list *tl, int k)
-{
-    if (!tl || tl->n == 0) return NULL;
-    uint8_t *t = calloc((size_t)k * (size_t)k, 1);
-    for (int i = 0; t && i < tl->n; i++) {
-        int a = tl->pairs[2 * i], b = tl->pairs[2 * i + 1];
-        t[(size_t)a * k + b] = t[(size_t)b * k + a] = 1;
-    }
-    return t;
-}
-
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
                              double val_acc, const train_result *cal, const twin_list *tw,
@@ -831,11 +819,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     r->ece_after = eT;
     /* how many phases to report (at T, near twins passed over), then the
      * residuals of that set */
-    twin = twin_matrix(tw, k);
-    if (tw && tw->n > 0 && !twin) {
-        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
-        goto done;
-    }
+    if (tw && (st = twins_matrix(tw->pairs, tw->n, k, &twin, err))) goto done;
     r->n_twins = tw ? tw->n : 0;
     memset(&r->set_rule, 0, sizeof r->set_rule);
     r->set_exact_before = r->set_exact_after = NAN;

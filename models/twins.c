@@ -210,3 +210,18 @@ pid_status twins_phase_of(const pid_structure *s, double x0_deg, double step_deg
                         .intensity = *intensity};
     return PID_OK;
 }
+
+pid_status twins_matrix(const int32_t *pairs, int64_t n, int64_t k, uint8_t **out, pid_error *err)
+{
+    *out = NULL;
+    if (n <= 0 || k <= 0) return PID_OK;
+    uint8_t *t = calloc((size_t)k * (size_t)k, 1);
+    if (!t) return pid_fail(err, PID_ERR_NOMEM, "twins: out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = pairs[2 * i], b = pairs[2 * i + 1];
+        if (a < 0 || b < 0 || a >= k || b >= k) continue;
+        t[a * k + b] = t[b * k + a] = 1;
+    }
+    *out = t;
+    return PID_OK;
+}

@@ -50,6 +50,11 @@ pid_status twins_find(const twin_phase *phases, int k, double x0_deg, double ste
                       double wavelength_a, double strain_max, double min_cos, int32_t **pairs,
                       float **cosines, int *n_pairs, pid_error *err);
 
+/* Pairs[n][2] of classes in [0, k) as a [k * k] matrix, 1 for each pair
+ * both ways, into *out (caller frees); *out = NULL when n = 0. Pairs out of
+ * range are skipped (model files refuse them). */
+pid_status twins_matrix(const int32_t *pairs, int64_t n, int64_t k, uint8_t **out, pid_error *err);
+
 /* Structure s as twins_find needs it on that grid and wavelength: its
  * sticks as the residual check keeps them (rsd_phase_sticks with
  * strain_max), cell and space group. *hkl and *intensity are malloc'd

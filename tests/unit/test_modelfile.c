@@ -19,6 +19,7 @@
 
 #include "core/h5.h"
 #include "models/modelfile.h"
+#include "models/twins.h"
 
 #define SPEC "conv1d(4,k5,s2) bn relu gpool dense(8) relu head(sigmoid,fractions)"
 #define N_POINTS 64
@@ -306,7 +307,7 @@ static void test_round_trip(void **state)
     assert_memory_equal(r->twin_pairs, m->twin_pairs, 4 * sizeof(int32_t));
     assert_memory_equal(r->twin_cos, m->twin_cos, 2 * sizeof(float));
     uint8_t *tm = NULL;
-    assert_int_equal(mf_twin_matrix(r, &tm, &err), PID_OK);
+    assert_int_equal(twins_matrix(r->twin_pairs, r->n_twins, r->n_classes, &tm, &err), PID_OK);
     const int64_t k = r->n_classes;
     assert_non_null(tm);
     assert_true(tm[0 * k + 2] && tm[2 * k + 0] && tm[1 * k + 2] && tm[2 * k + 1] && !tm[0 * k + 1]);

@@ -13,7 +13,8 @@
  * - without strain Cr and Fe are not compared (their cells differ by 0.6 %);
  * - a phase and its own copy are twins with cosine 1 when cubic, never when
  *   monoclinic (not compared);
- * - bad settings and phases are refused. */
+ * - bad settings and phases are refused;
+ * - twins_matrix marks each pair both ways and skips pairs out of range. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -171,12 +172,32 @@ static void test_refusals(void **state)
     assert_null(cs);
 }
 
+/* The pair list as a matrix: both ways, out-of-range pairs skipped, none -> NULL. */
+static void test_matrix(void **state)
+{
+    (void)state;
+    pid_error err;
+    const int32_t pairs[6] = {0, 2, 1, 7, 2, 3};
+    uint8_t *t = NULL;
+    assert_int_equal(twins_matrix(pairs, 3, 4, &t, &err), PID_OK);
+    assert_non_null(t);
+    int ones = 0;
+    for (int i = 0; i < 16; i++)
+        ones += t[i];
+    assert_int_equal(ones, 4);
+    assert_true(t[0 * 4 + 2] && t[2 * 4 + 0] && t[2 * 4 + 3] && t[3 * 4 + 2]);
+    free(t);
+    assert_int_equal(twins_matrix(pairs, 0, 4, &t, &err), PID_OK);
+    assert_null(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_library_pairs),
         cmocka_unit_test(test_copies),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_matrix),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
