@@ -277,8 +277,11 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
            r.samples_per_s, r.final_loss);
     if (r.calibrated) {
         printf("temperature: %.4f\n", r.temperature);
-        printf("ECE: %.4f before, %.4f after (%d calibration patterns)\n", r.ece_before,
-               r.ece_after, r.n_calib);
+        printf("ECE%s: %.4f before, %.4f after (%d calibration patterns)\n",
+               isfinite(r.ece_per_class) ? " of the top phase" : "", r.ece_before, r.ece_after,
+               r.n_calib);
+        if (isfinite(r.ece_per_class))
+            printf("ECE of every phase's probability: %.4f\n", r.ece_per_class);
         printf("near twins in the library: %d pairs (cosine >= %.3f at reachable strain)\n",
                r.n_twins, TWIN_MIN_COS);
         if (r.set_rule.n > 0) {

@@ -337,6 +337,42 @@ done:
     return st;
 }
 
+pid_status calib_ece_top_multilabel(const float *logits, const float *targets, size_t n, size_t k,
+                                    double T, int n_bins, double *ece, calib_bin *bins,
+                                    pid_error *err)
+{
+    int M = 0;
+    pid_status st = check_logits(logits, n, k, 1, err);
+    if (!st) st = check_targets(targets, n, k, err);
+    if (!st) st = check_T(T, err);
+    if (!st) st = resolve_bins(n_bins, &M, err);
+    if (st) return st;
+    if (!ece) return pid_fail(err, PID_ERR_ARG, "calib: ece is NULL");
+
+    double *sums = calloc((size_t)M * 2, sizeof *sums);
+    int64_t *counts = calloc((size_t)M, sizeof *counts);
+    if (!sums || !counts) {
+        st = pid_fail(err, PID_ERR_NOMEM, "calib: ECE bins (%d)", M);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const float *z = logits + i * k;
+        size_t am = 0;
+        for (size_t j = 1; j < k; j++)
+            if (z[j] > z[am]) am = j;
+        double p = sigmoid((double)z[am] / T);
+        int b = conf_bin(p, M);
+        counts[b]++;
+        sums[2 * b] += p;
+        sums[2 * b + 1] += targets[i * k + am] > 0.5f ? 1.0 : 0.0;
+    }
+    ece_finish(sums, counts, M, (double)n, ece, bins);
+done:
+    free(sums);
+    free(counts);
+    return st;
+}
+
 /* ---- unknown scores ------------------------------------------------------ */
 
 static int row_ok(const float *logits, size_t k, double T)

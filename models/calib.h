@@ -67,6 +67,15 @@ pid_status calib_nll_multilabel(const float *logits, const float *targets, size_
                                 double T, double *nll, pid_error *err);
 pid_status calib_ece_multilabel(const float *logits, const float *targets, size_t n, size_t k,
                                 double T, int n_bins, double *ece, calib_bin *bins, pid_error *err);
+/* ECE of a multi-label head's top phase, the probability a user reads first:
+ * per row, confidence = sigmoid(max logit / T), correct = (target of the
+ * argmax > 0.5, first index on ties), binned as calib_ece. The per-class ECE
+ * above is dominated by the k - (1..3) absent classes, whose probabilities
+ * are near 0 and right, so it stays small while the top phase's
+ * probability is off. Validation as calib_ece_multilabel. */
+pid_status calib_ece_top_multilabel(const float *logits, const float *targets, size_t n, size_t k,
+                                    double T, int n_bins, double *ece, calib_bin *bins,
+                                    pid_error *err);
 
 /* Energy score -T * logsumexp(logits / T) of one row of k logits (Liu et al.
  * 2020); higher = more likely unknown. Returns NaN when logits is NULL, k = 0,

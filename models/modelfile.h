@@ -95,7 +95,9 @@ typedef struct {
 
     /* Calibration (temperature scaling of the logits). */
     double temperature; /* > 0 */
-    double ece;         /* expected calibration error after scaling, [0, 1] */
+    double ece;         /* expected calibration error after scaling, [0, 1], of the top
+                           phase's probability (older multi-label files: of every phase's;
+                           newer ones have ece_per_class in the generator JSON) */
 
     /* Unknown-phase detection. */
     char *unknown_score;      /* "energy" */

@@ -525,6 +525,11 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
                  cal->residual_threshold, cal->residual_auroc, cal->flagged_known,
                  cal->flagged_unknown, cal->n_unknown_phases > 0 ? "true" : "false");
         gl = strlen(gen_text);
+        if (isfinite(cal->ece_per_class) && gl + 40 < sizeof gen_text) {
+            snprintf(gen_text + gl, sizeof gen_text - gl, ", \"ece_per_class\": %.6f",
+                     cal->ece_per_class);
+            gl = strlen(gen_text);
+        }
         if (isfinite(cal->set_exact_before) && gl + 160 < sizeof gen_text) {
             snprintf(gen_text + gl, sizeof gen_text - gl,
                      ", \"near_twin_pairs\": %d, \"set_exact_before\": %.6f, "
@@ -803,9 +808,11 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             (st = calib_ece(z, lab, (size_t)nc, (size_t)k, T, 0, &eT, NULL, err)))
             goto done;
     } else {
+        /* the stored ECE is the top phase's (calib.h: the per-class one
+         * is small whatever the top phase's probability) */
         if ((st = calib_fit_temperature_multilabel(z, mh, (size_t)nc, (size_t)k, &T, err)) ||
-            (st = calib_ece_multilabel(z, mh, (size_t)nc, (size_t)k, 1.0, 0, &e1, NULL, err)) ||
-            (st = calib_ece_multilabel(z, mh, (size_t)nc, (size_t)k, T, 0, &eT, NULL, err)))
+            (st = calib_ece_top_multilabel(z, mh, (size_t)nc, (size_t)k, 1.0, 0, &e1, NULL, err)) ||
+            (st = calib_ece_top_multilabel(z, mh, (size_t)nc, (size_t)k, T, 0, &eT, NULL, err)))
             goto done;
     }
     *t_nll = T;
@@ -817,6 +824,10 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     r->temperature = T;
     r->ece_before = e1;
     r->ece_after = eT;
+    r->ece_per_class = NAN;
+    if (head != NET_HEAD_SOFTMAX && (st = calib_ece_multilabel(z, mh, (size_t)nc, (size_t)k, T, 0,
+                                                               &r->ece_per_class, NULL, err)))
+        goto done;
     /* how many phases to report (at T, near twins passed over), then the
      * residuals of that set */
     if (tw && (st = twins_matrix(tw->pairs, tw->n, k, &twin, err))) goto done;

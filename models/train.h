@@ -116,8 +116,10 @@ typedef struct {
     double samples_per_s;      /* training patterns per second */
     int calibrated;            /* 1 when the fields below were measured (n_calib > 0) */
     double temperature;        /* fitted temperature */
-    double ece_before;         /* ECE at T = 1 on the calibration set */
-    double ece_after;          /* ECE at the fitted T (stored as the model's ece) */
+    double ece_before;         /* ECE at T = 1 on the calibration set (sigmoid heads: of the */
+    double ece_after;          /* top phase, calib_ece_top_multilabel); at the fitted T (stored
+                                  as the model's ece) */
+    double ece_per_class;      /* sigmoid heads: ECE of all k probabilities at T (NaN: softmax) */
     calib_set_rule set_rule;   /* sigmoid heads: how many phases are reported (n = 0: not
                                   fitted, probability >= 0.5) */
     int n_twins;               /* pairs of near twins found in the library (models/twins.h) */

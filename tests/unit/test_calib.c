@@ -218,6 +218,53 @@ static void test_multilabel_temperature(void **state)
     free(t);
 }
 
+/* Top-phase ECE of a multi-label head, worked by hand: 4 rows of 20
+ * classes, the top logit 4 in every row, right in 2 of them; in the other
+ * two the present class sits at -6 with the rest. Every row's confidence is
+ * sigmoid(4 / T), so top ECE = |0.5 - sigmoid(4 / T)|; at T = 1 that is 0.48,
+ * while the per-class ECE over the 80 probabilities is about 0.06 (75 of
+ * them are 0.0025, and 73 of those are absent). */
+static void test_multilabel_top_ece(void **state)
+{
+    (void)state;
+    enum { N = 4, K = 20 };
+    float z[N * K], t[N * K];
+    for (int i = 0; i < N * K; i++) {
+        z[i] = -6.0f;
+        t[i] = 0.0f;
+    }
+    for (int i = 0; i < N; i++) {
+        z[i * K + 3] = 4.0f;               /* top class of every row */
+        t[i * K + (i < 2 ? 3 : 7)] = 1.0f; /* right in rows 0, 1 */
+    }
+    z[1 * K + 5] = 4.0f; /* a tie in row 1: the first index (3) is the top */
+    pid_error err;
+    double top, per_class;
+    calib_bin bins[15];
+    for (double T = 0.5; T <= 4.0; T *= 2.0) {
+        assert_int_equal(calib_ece_top_multilabel(z, t, N, K, T, 15, &top, bins, &err), PID_OK);
+        double conf = 1.0 / (1.0 + exp(-4.0 / T));
+        assert_true(fabs(top - fabs(0.5 - conf)) < 1e-12);
+        int64_t total = 0;
+        for (int b = 0; b < 15; b++)
+            total += bins[b].count;
+        assert_int_equal(total, N); /* one confidence per row */
+    }
+    assert_int_equal(calib_ece_top_multilabel(z, t, N, K, 1.0, 15, &top, NULL, &err), PID_OK);
+    assert_int_equal(calib_ece_multilabel(z, t, N, K, 1.0, 15, &per_class, NULL, &err), PID_OK);
+    assert_true(top > 0.45 && per_class < 0.1);
+    /* validation */
+    float bad[N * K];
+    memcpy(bad, z, sizeof bad);
+    bad[7] = NAN;
+    assert_int_equal(calib_ece_top_multilabel(bad, t, N, K, 1.0, 15, &top, NULL, &err),
+                     PID_ERR_ARG);
+    assert_int_equal(calib_ece_top_multilabel(z, t, N, K, 0.0, 15, &top, NULL, &err), PID_ERR_ARG);
+    assert_int_equal(calib_ece_top_multilabel(z, t, N, K, 1.0, 15, NULL, NULL, &err), PID_ERR_ARG);
+    assert_int_equal(calib_ece_top_multilabel(NULL, t, N, K, 1.0, 15, &top, NULL, &err),
+                     PID_ERR_ARG);
+}
+
 /* Energy = -T log sum exp(z / T), computed here directly (small logits). */
 static void test_energy_closed_form(void **state)
 {
@@ -670,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_ece_hand),
         cmocka_unit_test(test_fit_temperature_recovers_3),
         cmocka_unit_test(test_multilabel_temperature),
+        cmocka_unit_test(test_multilabel_top_ece),
         cmocka_unit_test(test_energy_closed_form),
         cmocka_unit_test(test_large_logits_stable),
         cmocka_unit_test(test_fit_separable_hits_bound),
