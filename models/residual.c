@@ -23,14 +23,15 @@
 #define RSD_REFINE_ABOVE 0.05
 #define RAD2DEG (180.0 / M_PI)
 
-/* Per stick of a phase: the terms of 1/d^2 = sum_ij G*_ij h_i h_j of the
- * unstrained cell (q[0..2] = G*_ii h_i^2, q[3..5] = 2 G*_ij h_i h_j for 12,
- * 13, 23), so a strain that scales the cell lengths by (sa, sb, sc) at
- * fixed angles gives 1/d^2 = q0/sa^2 + q1/sb^2 + q2/sc^2 + q3/(sa sb) +
- * q4/(sa sc) + q5/(sb sc); and the wavelength of its line. */
+/* Per stick of a phase (one reflection at one source line of wavelength
+ * lambda): the terms of sin^2(theta) = lambda^2 / (4 d^2), with 1/d^2 =
+ * sum_ij G*_ij h_i h_j of the unstrained cell (q[0..2] = lambda^2/4 G*_ii
+ * h_i^2, q[3..5] = lambda^2/4 2 G*_ij h_i h_j for 12, 13, 23), so a strain
+ * that scales the cell lengths by (sa, sb, sc) at fixed angles gives
+ * sin^2(theta) = q0/sa^2 + q1/sb^2 + q2/sc^2 + q3/(sa sb) + q4/(sa sc) +
+ * q5/(sb sc). */
 typedef struct {
     float q[6];
-    float lambda;
 } rsd_stick;
 
 struct rsd_table {
@@ -64,9 +65,11 @@ int rsd_n_phases(const rsd_table *t)
 
 /* Zero shifts on the 0.1 deg grid the fits use: -RSD_NZ..RSD_NZ tenths. */
 #define RSD_NZ ((int)(RSD_MAX_SHIFT_DEG / 0.1 + 1e-9))
+/* At most this many zero shifts (explained_shifts' buffer and bit mask). */
+#define RSD_SHIFTS_MAX 16
 
 /* Scratch: smoothed frame, peak positions, heights and marks (4 n_points
- * floats), then per zero shift the peaks' tolerance windows in sin(theta)
+ * floats), then per zero shift the peaks' tolerance windows in sin^2(theta)
  * (2 (2 RSD_NZ + 1) RSD_MAX_PEAKS doubles). */
 int64_t rsd_scratch_floats(const rsd_table *t)
 {
@@ -186,6 +189,9 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
     if (k < 1 || n_points < 8 || !(step_deg > 0) || !isfinite(x0_deg) || n_lines < 1 ||
         n_lines > 2 || !(wavelengths_a[0] > 0) || !(strain_max >= 0 && strain_max <= 0.1))
         return pid_fail(err, PID_ERR_ARG, "residual: bad settings");
+    if (2 * RSD_NZ + 1 > RSD_SHIFTS_MAX)
+        return pid_fail(err, PID_ERR_INTERNAL, "residual: %d zero shifts (at most %d)",
+                        2 * RSD_NZ + 1, RSD_SHIFTS_MAX);
     for (int c = 0; c < k; c++) {
         double gs[3][3];
         if (phases[c].n < 0 || (phases[c].n > 0 && (!phases[c].hkl || !phases[c].d)) ||
@@ -234,13 +240,13 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
             const double hh[3] = {P->hkl[3 * j], P->hkl[3 * j + 1], P->hkl[3 * j + 2]};
             for (int l = 0; l < nl; l++) {
                 rsd_stick *q = &t->sticks[c][j * nl + l];
-                q->q[0] = (float)(gs[0][0] * hh[0] * hh[0]);
-                q->q[1] = (float)(gs[1][1] * hh[1] * hh[1]);
-                q->q[2] = (float)(gs[2][2] * hh[2] * hh[2]);
-                q->q[3] = (float)(2.0 * gs[0][1] * hh[0] * hh[1]);
-                q->q[4] = (float)(2.0 * gs[0][2] * hh[0] * hh[2]);
-                q->q[5] = (float)(2.0 * gs[1][2] * hh[1] * hh[2]);
-                q->lambda = (float)wavelengths_a[l];
+                const double l4 = 0.25 * wavelengths_a[l] * wavelengths_a[l];
+                q->q[0] = (float)(l4 * gs[0][0] * hh[0] * hh[0]);
+                q->q[1] = (float)(l4 * gs[1][1] * hh[1] * hh[1]);
+                q->q[2] = (float)(l4 * gs[2][2] * hh[2] * hh[2]);
+                q->q[3] = (float)(l4 * 2.0 * gs[0][1] * hh[0] * hh[1]);
+                q->q[4] = (float)(l4 * 2.0 * gs[0][2] * hh[0] * hh[2]);
+                q->q[5] = (float)(l4 * 2.0 * gs[1][2] * hh[1] * hh[2]);
             }
         }
         t->off[c] = total;
@@ -291,56 +297,93 @@ static double explained(const float *x, const float *h, int np, const float *p, 
     return sum;
 }
 
+/* explained() for every zero shift 0.1 zi (zi = -nz..nz) at once: v[zi + nz]
+ * = explained(x, h, np, p, m, 0.1 zi, tol, NULL, 0), bit for bit (the same
+ * comparisons), in one walk over the sticks instead of 2 nz + 1: each peak
+ * looks at the sticks within reach of any shift and notes which shifts one
+ * of them falls within tol for. */
+static void explained_shifts(const float *x, const float *h, int np, const float *p, int m, int nz,
+                             double tol, double *v)
+{
+    const double reach = 0.1 * nz + tol + 1e-6; /* deg; the margin only widens the look */
+    for (int zi = 0; zi <= 2 * nz; zi++)
+        v[zi] = 0.0;
+    int j0 = 0;
+    for (int i = 0; i < np; i++) {
+        while (j0 < m && p[j0] < x[i] - reach)
+            j0++;
+        unsigned hit = 0;
+        for (int j = j0; j < m && p[j] <= x[i] + reach; j++)
+            for (int zi = -nz; zi <= nz; zi++) {
+                double xi = x[i] - 0.1 * zi;
+                if (p[j] >= xi - tol && p[j] <= xi + tol) hit |= 1u << (zi + nz);
+            }
+        for (int zi = 0; hit; zi++, hit >>= 1)
+            if (hit & 1u) v[zi] += h[i];
+    }
+}
+
 /* Tolerance windows of the peaks x[np] (sorted) for zero shift z, in
- * sin(theta): a stick at 2-theta p explains peak i when |x_i - z - p| <= tol,
- * i.e. when lo[i] <= sin(p / 2) <= hi[i]. Both bounds increase with i. So the
- * per-axis fit compares sin(theta) = lambda / 2d and needs no asin per stick
- * (the asin was a third of the residual check's time on mixtures). */
-static void sin_windows(const rsd_table *t, const float *x, int np, double z, double *lo,
-                        double *hi)
+ * sin^2(theta): a stick at 2-theta p explains peak i when |x_i - z - p| <=
+ * tol, i.e. when lo[i] <= sin^2(p / 2) <= hi[i]. Both bounds increase with
+ * i. So the per-axis fit compares sin^2(theta) = lambda^2 / 4d^2, a sum of
+ * products, and needs neither an asin nor a square root per stick (the asin
+ * was a third of the residual check's time on mixtures, the square root's
+ * latency then a third of this fit's). */
+static void sin2_windows(const rsd_table *t, const float *x, int np, double z, double *lo,
+                         double *hi)
 {
     const double half = 0.5 / RAD2DEG;
     for (int i = 0; i < np; i++) {
         double a = (x[i] - z - t->tol) * half, b = (x[i] - z + t->tol) * half;
-        lo[i] = a <= 0.0 ? 0.0 : a >= 0.5 * M_PI ? 1.0 : sin(a);
-        hi[i] = b <= 0.0 ? 0.0 : b >= 0.5 * M_PI ? 1.0 : sin(b);
+        double sa = a <= 0.0 ? 0.0 : a >= 0.5 * M_PI ? 1.0 : sin(a);
+        double sb = b <= 0.0 ? 0.0 : b >= 0.5 * M_PI ? 1.0 : sin(b);
+        lo[i] = sa * sa;
+        hi[i] = sb * sb;
     }
 }
 
-/* Explained intensity of peaks (h: np, sorted by position; lo/hi their
- * sin(theta) windows for the zero shift, sin_windows) by the sticks of
- * phase c for cell-length scales sc3[3]; each stick marks the peaks whose
- * window holds it in mk (reset here). */
-static double explained_cell(const rsd_table *t, int c, const double *lo_s, const double *hi_s,
-                             const float *h, int np, const double sc3[3], uint8_t *mk)
+/* Explained intensity v[w] of peaks (h: np, sorted by position) by the
+ * sticks of phase c for cell-length scales sc3[3], for nw (<= 3) zero shifts
+ * at once: lo[w]/hi[w] are the peaks' sin^2(theta) windows for shift w
+ * (sin2_windows). Each stick marks the peaks whose window holds it in mk[w]
+ * (reset here). The sticks come nearly in order of angle (sorted at the
+ * unstrained cell; a strain of a few % reorders few), so the first window
+ * reaching a stick is found by walking from the previous stick's rather
+ * than by bisection, and each stick's sin^2(theta) serves every shift. */
+static void explained_cell(const rsd_table *t, int c, const double *const *lo,
+                           const double *const *hi, int nw, const float *h, int np,
+                           const double sc3[3], uint8_t (*mk)[RSD_MAX_PEAKS], double *v)
 {
-    memset(mk, 0, (size_t)np);
+    for (int w = 0; w < nw; w++)
+        memset(mk[w], 0, (size_t)np);
     const double i0 = 1.0 / (sc3[0] * sc3[0]), i1 = 1.0 / (sc3[1] * sc3[1]),
                  i2 = 1.0 / (sc3[2] * sc3[2]), i01 = 1.0 / (sc3[0] * sc3[1]),
                  i02 = 1.0 / (sc3[0] * sc3[2]), i12 = 1.0 / (sc3[1] * sc3[2]);
     const rsd_stick *S = t->sticks[c];
+    int at[3] = {0, 0, 0}; /* per shift: first peak whose window reaches the last stick */
     for (int j = 0; j < t->n_st[c]; j++) {
         const float *q = S[j].q;
-        double inv_d2 = q[0] * i0 + q[1] * i1 + q[2] * i2 + q[3] * i01 + q[4] * i02 + q[5] * i12;
-        if (!(inv_d2 > 0.0)) continue;
-        double sn = 0.5 * S[j].lambda * sqrt(inv_d2);
-        if (sn >= 1.0) continue;
-        /* first peak whose window reaches up to sn */
-        int lo = 0, hi = np;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (hi_s[mid] < sn)
-                lo = mid + 1;
-            else
-                hi = mid;
+        double s2 = q[0] * i0 + q[1] * i1 + q[2] * i2 + q[3] * i01 + q[4] * i02 + q[5] * i12;
+        if (!(s2 > 0.0) || s2 >= 1.0) continue;
+        for (int w = 0; w < nw; w++) {
+            const double *hs = hi[w], *ls = lo[w];
+            int a = at[w];
+            while (a < np && hs[a] < s2)
+                a++;
+            while (a > 0 && hs[a - 1] >= s2)
+                a--;
+            at[w] = a;
+            for (int i = a; i < np && ls[i] <= s2; i++)
+                mk[w][i] = 1;
         }
-        for (int i = lo; i < np && lo_s[i] <= sn; i++)
-            mk[i] = 1;
     }
-    double sum = 0.0;
-    for (int i = 0; i < np; i++)
-        if (mk[i]) sum += h[i];
-    return sum;
+    for (int w = 0; w < nw; w++) {
+        double sum = 0.0;
+        for (int i = 0; i < np; i++)
+            if (mk[w][i]) sum += h[i];
+        v[w] = sum;
+    }
 }
 
 /* Per-axis refinement for non-cubic phases: starting from the isotropic
@@ -350,7 +393,7 @@ static double explained_cell(const rsd_table *t, int c, const double *lo_s, cons
 static void refine(const rsd_table *t, int c, const double *win, const float *h, int np, double s0,
                    double z0, float *marks)
 {
-    uint8_t mk[RSD_MAX_PEAKS], best_mk[RSD_MAX_PEAKS];
+    uint8_t mk[3][RSD_MAX_PEAKS], best_mk[RSD_MAX_PEAKS];
     double p[3] = {1.0 + s0, 1.0 + s0, 1.0 + s0}, z = z0;
     const int nf = t->n_free[c];
     const int ns = (t->n_scales - 1) / 2;
@@ -362,10 +405,13 @@ static void refine(const rsd_table *t, int c, const double *win, const float *h,
         sc3[2] = nf == 1 ? (pp)[0] : nf == 2 ? (pp)[1] : (pp)[2];                                  \
     } while (0)
     CELL_OF(p);
-/* the sin(theta) windows of zero shift zz (a multiple of 0.1 deg within the range) */
+/* the sin^2(theta) windows of zero shift zz (a multiple of 0.1 deg within the range) */
 #define WIN_LO(zz) (win + (size_t)(2 * (lround((zz) / 0.1) + RSD_NZ)) * RSD_MAX_PEAKS)
 #define WIN_HI(zz) (WIN_LO(zz) + RSD_MAX_PEAKS)
-    double best = explained_cell(t, c, WIN_LO(z), WIN_HI(z), h, np, sc3, best_mk);
+    const double *wlo[3] = {WIN_LO(z)}, *whi[3] = {WIN_HI(z)};
+    double best, vz[3];
+    explained_cell(t, c, wlo, whi, 1, h, np, sc3, mk, &best);
+    memcpy(best_mk, mk[0], (size_t)np);
     for (int round = 0; round < 2; round++)
         for (int a = 0; a < nf; a++) {
             double keep = p[a], bz = z, bp = p[a];
@@ -379,18 +425,26 @@ static void refine(const rsd_table *t, int c, const double *win, const float *h,
                     if (stage && (si - cbsi) % RSD_COARSE == 0 && si != cbsi) continue;
                     p[a] = 1.0 + si * RSD_SCALE_STEP;
                     CELL_OF(p);
+                    /* the shifts z - 0.1, z, z + 0.1 within the range, in one pass */
+                    double zs[3];
+                    int nw = 0;
                     for (int dz = -1; dz <= 1; dz++) {
                         double zz = z + 0.1 * dz;
                         if (fabs(zz) > RSD_MAX_SHIFT_DEG + 1e-9) continue;
-                        double v = explained_cell(t, c, WIN_LO(zz), WIN_HI(zz), h, np, sc3, mk);
-                        if (v > best) {
-                            best = v;
-                            bp = p[a];
-                            bz = zz;
-                            bsi = si;
-                            memcpy(best_mk, mk, (size_t)np);
-                        }
+                        zs[nw] = zz;
+                        wlo[nw] = WIN_LO(zz);
+                        whi[nw] = WIN_HI(zz);
+                        nw++;
                     }
+                    explained_cell(t, c, wlo, whi, nw, h, np, sc3, mk, vz);
+                    for (int w = 0; w < nw; w++)
+                        if (vz[w] > best) {
+                            best = vz[w];
+                            bp = p[a];
+                            bz = zs[w];
+                            bsi = si;
+                            memcpy(best_mk, mk[w], (size_t)np);
+                        }
                 }
             }
             p[a] = bp == keep ? keep : bp;
@@ -434,11 +488,11 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
     float pmax = 0.0f;
     for (int j = 0; j < n && nc < RSD_MAX_PEAKS; j++) {
         float v = sm[j];
+        /* nearest neighbours first: on a slope one of them is higher */
         int is_max = 1;
-        for (int d = -w; d <= w && is_max; d++) {
-            int q = j + d;
-            if (d == 0 || q < 0 || q >= n) continue;
-            if (sm[q] > v || (sm[q] == v && q < j)) is_max = 0;
+        for (int a = 1; a <= w && is_max; a++) {
+            if (j - a >= 0 && sm[j - a] >= v) is_max = 0; /* ties: the first one is the maximum */
+            if (j + a < n && sm[j + a] > v) is_max = 0;
         }
         if (!is_max) continue;
         float ml = v, mr = v;
@@ -467,7 +521,7 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
     if (np == 0) return 0.0;
     const int ns = (t->n_scales - 1) / 2;
     const int nz = RSD_NZ;
-    /* sin(theta) windows for the per-axis fits, after the 4 n floats (the
+    /* sin^2(theta) windows for the per-axis fits, after the 4 n floats (the
      * +1 float of rsd_scratch_floats leaves room to align to a double) */
     double *win = (double *)(((uintptr_t)(scratch + 4 * n) + sizeof(double) - 1) &
                              ~(uintptr_t)(sizeof(double) - 1));
@@ -493,21 +547,21 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
                 for (int si = lo < 0 ? 0 : lo; si <= hi && si < t->n_scales; si += inc) {
                     if (stage && si == cbs) continue;
                     const float *p = t->pos + t->off[c] + (int64_t)si * t->n_st[c];
-                    for (int zi = -nz; zi <= nz; zi++) {
-                        double v = explained(x, h, np, p, t->n_st[c], 0.1 * zi, t->tol, marks, 0);
-                        if (v > best) {
-                            best = v;
+                    double v[RSD_SHIFTS_MAX]; /* 2 RSD_NZ + 1 used (rsd_create checks) */
+                    explained_shifts(x, h, np, p, t->n_st[c], nz, t->tol, v);
+                    for (int zi = -nz; zi <= nz; zi++)
+                        if (v[zi + nz] > best) {
+                            best = v[zi + nz];
                             bs = si;
                             bz = zi;
                         }
-                    }
                 }
             }
             if (pass == 1 && t->n_free[c] > 1 && best < total * (1.0 - RSD_REFINE_BELOW)) {
                 if (!have_win) {
                     for (int zi = -nz; zi <= nz; zi++) {
                         double *lo = win + (size_t)(2 * (zi + nz)) * RSD_MAX_PEAKS;
-                        sin_windows(t, x, np, 0.1 * zi, lo, lo + RSD_MAX_PEAKS);
+                        sin2_windows(t, x, np, 0.1 * zi, lo, lo + RSD_MAX_PEAKS);
                     }
                     have_win = 1;
                 }
