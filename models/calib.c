@@ -252,25 +252,54 @@ static int conf_bin(double conf, int M)
     return (int)b;
 }
 
-/* Accumulators: per bin count, sum of confidences, sum of "accuracy". */
-static void ece_finish(const double *sums, const int64_t *counts, int M, double n_total,
-                       double *ece, calib_bin *bins)
+/* The bins of one ECE: per bin count, sum of confidences, sum of
+ * "accuracy" (correct, or the target of a multi-label probability). */
+typedef struct {
+    int M;
+    double *sums;    /* [2 M]: confidence, accuracy */
+    int64_t *counts; /* [M] */
+} ece_bins;
+
+static pid_status ece_open(ece_bins *e, int M, pid_error *err)
 {
-    double e = 0.0;
-    for (int b = 0; b < M; b++) {
+    e->M = M;
+    e->sums = calloc((size_t)M * 2, sizeof *e->sums);
+    e->counts = calloc((size_t)M, sizeof *e->counts);
+    if (e->sums && e->counts) return PID_OK;
+    free(e->sums);
+    free(e->counts);
+    return pid_fail(err, PID_ERR_NOMEM, "calib: ECE bins (%d)", M);
+}
+
+static void ece_add(ece_bins *e, double conf, double acc)
+{
+    int b = conf_bin(conf, e->M);
+    e->counts[b]++;
+    e->sums[2 * b] += conf;
+    e->sums[2 * b + 1] += acc;
+}
+
+/* ECE over n_total predictions into *ece (and the diagram into bins when
+ * not NULL); frees the bins. */
+static void ece_close(ece_bins *e, double n_total, double *ece, calib_bin *bins)
+{
+    double v = 0.0;
+    for (int b = 0; b < e->M; b++) {
         double conf = 0.0, acc = 0.0;
-        if (counts[b] > 0) {
-            conf = sums[2 * b] / (double)counts[b];
-            acc = sums[2 * b + 1] / (double)counts[b];
-            e += ((double)counts[b] / n_total) * fabs(acc - conf);
+        if (e->counts[b] > 0) {
+            conf = e->sums[2 * b] / (double)e->counts[b];
+            acc = e->sums[2 * b + 1] / (double)e->counts[b];
+            v += ((double)e->counts[b] / n_total) * fabs(acc - conf);
         }
         if (bins) {
-            bins[b].count = counts[b];
+            bins[b].count = e->counts[b];
             bins[b].mean_conf = conf;
             bins[b].accuracy = acc;
         }
     }
-    *ece = e;
+    *ece = v;
+    free(e->sums);
+    free(e->counts);
 }
 
 pid_status calib_ece(const float *logits, const int32_t *labels, size_t n, size_t k, double T,
@@ -283,26 +312,28 @@ pid_status calib_ece(const float *logits, const int32_t *labels, size_t n, size_
     if (!st) st = resolve_bins(n_bins, &M, err);
     if (st) return st;
     if (!ece) return pid_fail(err, PID_ERR_ARG, "calib: ece is NULL");
-
-    double *sums = calloc((size_t)M * 2, sizeof *sums);
-    int64_t *counts = calloc((size_t)M, sizeof *counts);
-    if (!sums || !counts) {
-        st = pid_fail(err, PID_ERR_NOMEM, "calib: ECE bins (%d)", M);
-        goto done;
-    }
+    ece_bins e;
+    if ((st = ece_open(&e, M, err))) return st;
     for (size_t i = 0; i < n; i++) {
         const float *z = logits + i * k;
         size_t am;
         double conf = 1.0 / row_shifted_sum(z, k, T, NULL, &am); /* max softmax prob. */
-        int b = conf_bin(conf, M);
-        counts[b]++;
-        sums[2 * b] += conf;
-        sums[2 * b + 1] += (am == (size_t)labels[i]) ? 1.0 : 0.0;
+        ece_add(&e, conf, (am == (size_t)labels[i]) ? 1.0 : 0.0);
     }
-    ece_finish(sums, counts, M, (double)n, ece, bins);
-done:
-    free(sums);
-    free(counts);
+    ece_close(&e, (double)n, ece, bins);
+    return PID_OK;
+}
+
+/* Validation shared by the two multi-label ECEs. */
+static pid_status check_multilabel_ece(const float *logits, const float *targets, size_t n,
+                                       size_t k, double T, int n_bins, const double *ece, int *M,
+                                       pid_error *err)
+{
+    pid_status st = check_logits(logits, n, k, 1, err);
+    if (!st) st = check_targets(targets, n, k, err);
+    if (!st) st = check_T(T, err);
+    if (!st) st = resolve_bins(n_bins, M, err);
+    if (!st && !ece) st = pid_fail(err, PID_ERR_ARG, "calib: ece is NULL");
     return st;
 }
 
@@ -310,31 +341,13 @@ pid_status calib_ece_multilabel(const float *logits, const float *targets, size_
                                 double T, int n_bins, double *ece, calib_bin *bins, pid_error *err)
 {
     int M = 0;
-    pid_status st = check_logits(logits, n, k, 1, err);
-    if (!st) st = check_targets(targets, n, k, err);
-    if (!st) st = check_T(T, err);
-    if (!st) st = resolve_bins(n_bins, &M, err);
-    if (st) return st;
-    if (!ece) return pid_fail(err, PID_ERR_ARG, "calib: ece is NULL");
-
-    double *sums = calloc((size_t)M * 2, sizeof *sums);
-    int64_t *counts = calloc((size_t)M, sizeof *counts);
-    if (!sums || !counts) {
-        st = pid_fail(err, PID_ERR_NOMEM, "calib: ECE bins (%d)", M);
-        goto done;
-    }
-    for (size_t i = 0; i < n * k; i++) {
-        double p = sigmoid((double)logits[i] / T);
-        int b = conf_bin(p, M);
-        counts[b]++;
-        sums[2 * b] += p;
-        sums[2 * b + 1] += (double)targets[i];
-    }
-    ece_finish(sums, counts, M, (double)n * (double)k, ece, bins);
-done:
-    free(sums);
-    free(counts);
-    return st;
+    ece_bins e;
+    pid_status st = check_multilabel_ece(logits, targets, n, k, T, n_bins, ece, &M, err);
+    if (st || (st = ece_open(&e, M, err))) return st;
+    for (size_t i = 0; i < n * k; i++)
+        ece_add(&e, sigmoid((double)logits[i] / T), (double)targets[i]);
+    ece_close(&e, (double)n * (double)k, ece, bins);
+    return PID_OK;
 }
 
 pid_status calib_ece_top_multilabel(const float *logits, const float *targets, size_t n, size_t k,
@@ -342,35 +355,18 @@ pid_status calib_ece_top_multilabel(const float *logits, const float *targets, s
                                     pid_error *err)
 {
     int M = 0;
-    pid_status st = check_logits(logits, n, k, 1, err);
-    if (!st) st = check_targets(targets, n, k, err);
-    if (!st) st = check_T(T, err);
-    if (!st) st = resolve_bins(n_bins, &M, err);
-    if (st) return st;
-    if (!ece) return pid_fail(err, PID_ERR_ARG, "calib: ece is NULL");
-
-    double *sums = calloc((size_t)M * 2, sizeof *sums);
-    int64_t *counts = calloc((size_t)M, sizeof *counts);
-    if (!sums || !counts) {
-        st = pid_fail(err, PID_ERR_NOMEM, "calib: ECE bins (%d)", M);
-        goto done;
-    }
+    ece_bins e;
+    pid_status st = check_multilabel_ece(logits, targets, n, k, T, n_bins, ece, &M, err);
+    if (st || (st = ece_open(&e, M, err))) return st;
     for (size_t i = 0; i < n; i++) {
         const float *z = logits + i * k;
         size_t am = 0;
         for (size_t j = 1; j < k; j++)
             if (z[j] > z[am]) am = j;
-        double p = sigmoid((double)z[am] / T);
-        int b = conf_bin(p, M);
-        counts[b]++;
-        sums[2 * b] += p;
-        sums[2 * b + 1] += targets[i * k + am] > 0.5f ? 1.0 : 0.0;
+        ece_add(&e, sigmoid((double)z[am] / T), targets[i * k + am] > 0.5f ? 1.0 : 0.0);
     }
-    ece_finish(sums, counts, M, (double)n, ece, bins);
-done:
-    free(sums);
-    free(counts);
-    return st;
+    ece_close(&e, (double)n, ece, bins);
+    return PID_OK;
 }
 
 /* ---- unknown scores ------------------------------------------------------ */
