@@ -312,12 +312,16 @@ static void explained_shifts(const float *x, const float *h, int np, const float
     for (int i = 0; i < np; i++) {
         while (j0 < m && p[j0] < x[i] - reach)
             j0++;
+        double lo[RSD_SHIFTS_MAX], hi[RSD_SHIFTS_MAX]; /* peak i's window per shift */
+        for (int zi = -nz; zi <= nz; zi++) {
+            double xi = x[i] - 0.1 * zi;
+            lo[zi + nz] = xi - tol;
+            hi[zi + nz] = xi + tol;
+        }
         unsigned hit = 0;
         for (int j = j0; j < m && p[j] <= x[i] + reach; j++)
-            for (int zi = -nz; zi <= nz; zi++) {
-                double xi = x[i] - 0.1 * zi;
-                if (p[j] >= xi - tol && p[j] <= xi + tol) hit |= 1u << (zi + nz);
-            }
+            for (int w = 0; w <= 2 * nz; w++)
+                if (p[j] >= lo[w] && p[j] <= hi[w]) hit |= 1u << w;
         for (int zi = 0; hit; zi++, hit >>= 1)
             if (hit & 1u) v[zi] += h[i];
     }
