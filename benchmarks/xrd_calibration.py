@@ -231,23 +231,27 @@ def main():
             "targets": {"ece_shifted_max": 0.03, "unknown_auroc_min": 0.95},
         }
         # the classifier's own flag: energy over its threshold, or the physics
-        # residual over its threshold (when the model has the residual check)
+        # residual or missing-reflection fraction over theirs (models with the
+        # residual check)
         out["flagged_known_shifted_classifier"] = float(np.mean([r["unknown"]
                                                                  for r in kr["rows"]]))
         out["flagged_known_in_dist_classifier"] = float(np.mean(
             [r["unknown"] for r in res["known_in_dist"]["rows"]]))
-        rk = np.array([r.get("residual") if r.get("residual") is not None else np.nan
-                       for r in kr["rows"]], float)
+        def col(rows, key):  # a per-pattern number; NaN where null or absent
+            return np.array([r.get(key) if r.get(key) is not None else np.nan for r in rows],
+                            float)
+        rk, mk = col(kr["rows"], "residual"), col(kr["rows"], "missing")
         if "unknown" in res:
             su = np.array([r["unknown_score"] for r in res["unknown"]["rows"]], float)
             out["unknown_auroc_shifted"] = auroc(sk, su)
             out["flagged_unknown_shifted"] = float((su > thr).mean())
             out["flagged_unknown_shifted_classifier"] = float(np.mean(
                 [r["unknown"] for r in res["unknown"]["rows"]]))
-            ru = np.array([r.get("residual") if r.get("residual") is not None else np.nan
-                           for r in res["unknown"]["rows"]], float)
+            ru, mu = col(res["unknown"]["rows"], "residual"), col(res["unknown"]["rows"], "missing")
             if np.isfinite(rk).all() and np.isfinite(ru).all():
                 out["residual_auroc_shifted"] = auroc(rk, ru)
+            if np.isfinite(mk).all() and np.isfinite(mu).all():
+                out["missing_auroc_shifted"] = auroc(mk, mu)
             ur = res["unknown"]
             kset = set(known)
             with_twin = {h: sorted(set(twins.get(h, {})) & kset) for h in held}
@@ -259,12 +263,14 @@ def main():
                     out[f"n_unknown_{tag}"] = int(m.sum())
                     if np.isfinite(rk).all() and np.isfinite(ru).all():
                         out[f"residual_auroc_shifted_{tag}"] = auroc(rk, ru[m])
+                    if np.isfinite(mk).all() and np.isfinite(mu).all():
+                        out[f"missing_auroc_shifted_{tag}"] = auroc(mk, mu[m])
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
     print()
-    print(f"{'quantity':60s} {'value':>10s}  target")
+    print(f"{'quantity':66s} {'value':>10s}  target")
     rows = [
         ("temperature T", f"{T:.4f}", ""),
         ("ECE calibration set, before (T = 1)", f"{gen.get('ece_before', float('nan')):.4f}", ""),
@@ -287,6 +293,9 @@ def main():
                  f"{out['flagged_known_shifted']:.4f}", ""))
     if "residual_auroc_shifted" in out:
         rows.append(("residual AUROC shifted", f"{out['residual_auroc_shifted']:.4f}", ""))
+    if "missing_auroc_shifted" in out:
+        rows.append(("missing-reflection AUROC shifted", f"{out['missing_auroc_shifted']:.4f}",
+                     ""))
     for tag, what in (("with_known_twin", "held-out with a known twin"),
                       ("without_known_twin", "held-out without a known twin")):
         if f"unknown_auroc_shifted_{tag}" in out:
@@ -296,7 +305,10 @@ def main():
             if f"residual_auroc_shifted_{tag}" in out:
                 rows.append((f"residual AUROC shifted, {what}",
                              f"{out[f'residual_auroc_shifted_{tag}']:.4f}", ""))
-    rows.append(("classifier flag (energy or residual): known in-dist",
+            if f"missing_auroc_shifted_{tag}" in out:
+                rows.append((f"missing-reflection AUROC shifted, {what}",
+                             f"{out[f'missing_auroc_shifted_{tag}']:.4f}", ""))
+    rows.append(("classifier flag (energy, residual, missing): known in-dist",
                  f"{out['flagged_known_in_dist_classifier']:.4f}", ""))
     rows.append(("classifier flag: known, shifted",
                  f"{out['flagged_known_shifted_classifier']:.4f}", ""))
@@ -304,7 +316,7 @@ def main():
         rows.append(("classifier flag: held-out phases, shifted",
                      f"{out['flagged_unknown_shifted_classifier']:.4f}", ""))
     for q, v, t in rows:
-        print(f"{q:60s} {v:>10s}  {t}")
+        print(f"{q:66s} {v:>10s}  {t}")
     if out.get("holdout_known_twins"):
         print(f"held-out phases and their near twins among the known (cosine >= {TWIN_COS}):")
         for h, tw_ in sorted(out["holdout_known_twins"].items()):

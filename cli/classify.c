@@ -77,7 +77,11 @@ static void classify_usage(FILE *f)
             "  residual     fraction of the pattern's peak intensity the predicted phases'\n"
             "               simulated sticks (cells fitted) do not explain; null when the\n"
             "               model has no residual check\n"
-            "  unknown      true when unknown_score or residual exceeds the model's threshold\n"
+            "  missing      when one phase is predicted: fraction of its strong reflections'\n"
+            "               intensity (at the fitted cell) that shows no peak; 0 when several\n"
+            "               are predicted; null when the model has no residual check\n"
+            "  unknown      true when unknown_score, residual or missing exceeds the model's\n"
+            "               threshold for it (missing: models that store one)\n"
             "TSV output: a header line, then one line per listed phase with the columns\n"
             "  file row rank name formula probability fraction unknown_score unknown\n"
             "  (row is - for text files, fraction NA when unknown, unknown 0/1).\n"
@@ -167,6 +171,8 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
             json_num(r->unknown_score[f]);
             fputs(", \"residual\": ", stdout);
             json_num(r->residual[f]);
+            fputs(", \"missing\": ", stdout);
+            json_num(r->missing[f]);
             printf(", \"unknown\": %s}", r->unknown[f] ? "true" : "false");
         } else {
             for (int j = 0; j < rc->top; j++) {

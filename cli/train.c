@@ -53,7 +53,8 @@ static void usage(FILE *f)
            "                       (default 0: all phases trained, AUROC not measured)\n"
            "  --no-residual        no physics residual check (by default the model flags\n"
            "                       frames whose peaks its predicted phases cannot explain,\n"
-           "                       threshold from the calibration patterns)\n"
+           "                       or whose one predicted phase's strong reflections show\n"
+           "                       no peak, thresholds from the calibration patterns)\n"
            "  --outliers F         outlier exposure: fraction F of every batch (0..0.5) are\n"
            "                       patterns of no phase (random peak sets, amorphous humps)\n"
            "                       trained towards 'none of the phases' (default 0)\n"
@@ -299,14 +300,17 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
         if (r.residual_threshold > 0)
             printf("residual threshold (%.0f%% of known explained): %.4f (cells +-%.3f)\n",
                    100.0 * TRAIN_RESIDUAL_TPR, r.residual_threshold, r.residual_strain);
-        else
-            printf("residual check: off\n");
+        if (r.missing_threshold > 0)
+            printf("missing-reflection threshold (%.0f%% of known right with one phase): %.4f\n",
+                   100.0 * TRAIN_MISSING_TPR, r.missing_threshold);
+        if (!(r.residual_threshold > 0)) printf("residual check: off\n");
         printf("calibration patterns flagged unknown: %.4f\n", r.flagged_known);
         if (r.n_unknown_phases > 0) {
             printf("unknown AUROC: %.4f (energy, %d held-out phases)\n", r.unknown_auroc,
                    r.n_unknown_phases);
             if (r.residual_threshold > 0)
-                printf("unknown AUROC (residual): %.4f\n", r.residual_auroc);
+                printf("unknown AUROC (residual): %.4f; (missing reflections): %.4f\n",
+                       r.residual_auroc, r.missing_auroc);
             printf("held-out phase patterns flagged unknown: %.4f\n", r.flagged_unknown);
         } else
             printf("unknown AUROC: not measured (no held-out phases; stored %.1f)\n",

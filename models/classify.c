@@ -87,6 +87,7 @@ static void residual_setup(cls_classifier *c, int threads)
             rp[i].n = (int)(m->stick_off[i + 1] - m->stick_off[i]);
             rp[i].hkl = m->stick_hkl + 3 * m->stick_off[i];
             rp[i].d = m->stick_d + m->stick_off[i];
+            rp[i].intensity = m->stick_int ? m->stick_int + m->stick_off[i] : NULL;
         }
         if (ok)
             ok = rsd_create_from(&c->rsd, rp, (int)k, m->grid.x0, m->grid.step,
@@ -396,8 +397,9 @@ pid_status cls_results_create(cls_results **out, const cls_classifier *c, int ca
     r->unknown_score = malloc((size_t)capacity * sizeof *r->unknown_score);
     r->unknown = malloc((size_t)capacity * sizeof *r->unknown);
     r->residual = malloc((size_t)capacity * sizeof *r->residual);
-    if (!r->prob || !r->order || !r->present || !r->fraction || !r->unknown_score || !r->unknown ||
-        !r->residual) {
+    r->missing = malloc((size_t)capacity * sizeof *r->missing);
+    if (!r->missing || !r->prob || !r->order || !r->present || !r->fraction || !r->unknown_score ||
+        !r->unknown || !r->residual) {
         cls_results_destroy(r);
         return pid_fail(err, PID_ERR_NOMEM, "classify: out of memory");
     }
@@ -415,6 +417,7 @@ void cls_results_destroy(cls_results *r)
     free(r->unknown_score);
     free(r->unknown);
     free(r->residual);
+    free(r->missing);
     free(r);
 }
 
@@ -497,10 +500,15 @@ static void *rsd_work(void *arg)
     float *scr = c->rsd_scratch + (size_t)j->w * (size_t)rsd_scratch_floats(c->rsd);
     for (int i = j->w; i < j->b; i += j->nw) {
         int f = j->f0 + i;
-        double v = rsd_unexplained(c->rsd, j->frames + (size_t)i * fs,
-                                   j->r->present + (size_t)f * (size_t)k, scr);
-        j->r->residual[f] = v;
-        if (v > c->model->residual_threshold) j->r->unknown[f] = 1;
+        rsd_result rr;
+        rsd_check(c->rsd, j->frames + (size_t)i * fs, j->r->present + (size_t)f * (size_t)k, scr,
+                  &rr);
+        const mf_model *m = c->model;
+        j->r->residual[f] = rr.unexplained;
+        j->r->missing[f] = rr.missing;
+        if (rr.unexplained > m->residual_threshold ||
+            (m->missing_threshold > 0 && rr.missing > m->missing_threshold))
+            j->r->unknown[f] = 1;
     }
     return NULL;
 }
@@ -565,6 +573,7 @@ pid_status cls_run(cls_classifier *c, const float *frames, int n, cls_results *r
             postprocess(c, z, c->flogits ? c->flogits + (size_t)i * (size_t)k : NULL, results,
                         f0 + i);
             results->residual[f0 + i] = NAN;
+            results->missing[f0 + i] = NAN;
         }
         if (c->rsd) residual_pass(c, frames + (size_t)f0 * fs, f0, b, results);
     }

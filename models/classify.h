@@ -47,8 +47,13 @@ typedef struct cls_classifier cls_classifier;
  *               frame's peak intensity the present phases do not explain; NaN
  *               when the residual check is off (no threshold in the model
  *               file, a Q-axis model, a phase CIF not found, or no_residual)
- *   unknown     1 when unknown_score > the model's unknown_threshold, or the
- *               residual > the model's residual_threshold */
+ *   missing     the check's other side (rsd_result.missing): with one phase
+ *               present, the fraction of its strong reflections' intensity
+ *               that shows no peak at its fitted cell; 0 with several present;
+ *               NaN when the residual check is off
+ *   unknown     1 when unknown_score > the model's unknown_threshold, the
+ *               residual > the model's residual_threshold, or missing > the
+ *               model's missing_threshold (when it has one) */
 typedef struct {
     int capacity;
     int n; /* frames filled by the last cls_run */
@@ -59,6 +64,7 @@ typedef struct {
     float *fraction;
     double *unknown_score;
     double *residual;
+    double *missing; /* [n] */
     uint8_t *unknown;
 } cls_results;
 

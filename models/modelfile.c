@@ -304,6 +304,12 @@ pid_status mf_validate(const mf_model *m, pid_error *err)
         return pid_fail(err, PID_ERR_FORMAT,
                         "residual check: threshold %g outside [0, 1] or strain %g outside [0, 0.1]",
                         m->residual_threshold, m->residual_strain_max);
+    if (!(m->missing_threshold >= 0 && m->missing_threshold <= 1) ||
+        (m->missing_threshold > 0 && !(m->residual_threshold > 0)))
+        return pid_fail(err, PID_ERR_FORMAT,
+                        "missing-reflection check: threshold %g outside [0, 1], or set without "
+                        "the residual check",
+                        m->missing_threshold);
     if (m->set_rule.n != 0) {
         if (m->set_rule.n < 2 || m->set_rule.n > CALIB_MAX_SET || m->head != NET_HEAD_SIGMOID)
             return pid_fail(err, PID_ERR_FORMAT,
@@ -441,6 +447,8 @@ static pid_status write_file(const char *path, const mf_model *m, pid_error *err
         (m->residual_threshold > 0 &&
          ((st = pid_h5_attr_f64(fid, "residual_threshold", m->residual_threshold, err)) ||
           (st = pid_h5_attr_f64(fid, "residual_strain_max", m->residual_strain_max, err)))) ||
+        (m->missing_threshold > 0 &&
+         (st = pid_h5_attr_f64(fid, "missing_threshold", m->missing_threshold, err))) ||
         (m->set_rule.n > 0 && (st = pid_h5_attr_f64_array(fid, "set_thresholds", m->set_rule.n - 1,
                                                           m->set_rule.thr + 1, err))) ||
         (st = attr_u64(fid, "train_seed", m->train_seed, err)) ||
@@ -890,6 +898,8 @@ static pid_status read_model(hid_t fid, mf_model *m, pid_error *err)
         (H5Aexists(fid, "residual_threshold") > 0 &&
          ((st = pid_h5_read_attr_f64(fid, "residual_threshold", &m->residual_threshold, err)) ||
           (st = pid_h5_read_attr_f64(fid, "residual_strain_max", &m->residual_strain_max, err)))) ||
+        (H5Aexists(fid, "missing_threshold") > 0 &&
+         (st = pid_h5_read_attr_f64(fid, "missing_threshold", &m->missing_threshold, err))) ||
         (H5Aexists(fid, "set_thresholds") > 0 &&
          (st = read_attr_f64_array(fid, "set_thresholds", CALIB_MAX_SET - 1, m->set_rule.thr + 1,
                                    &m->set_rule.n, err))) ||
@@ -1011,6 +1021,11 @@ void mf_print_summary(FILE *f, const mf_model *m)
                 m->stick_off ? "sticks in the file" : "sticks from the phases' CIFs");
     else
         fprintf(f, "  residual     : off\n");
+    if (m->missing_threshold > 0)
+        fprintf(f,
+                "  missing      : strong reflections of a phase reported alone without a peak > "
+                "%.3g of their intensity flags unknown\n",
+                m->missing_threshold);
     fprintf(f, "  training     : seed %llu, %lld steps x batch %lld, %.3g FLOPs\n",
             (unsigned long long)m->train_seed, (long long)m->train_steps, (long long)m->train_batch,
             m->train_flops);

@@ -9,7 +9,8 @@
  *                     n_params, n_buffers, preprocessing, background_removal,
  *                     normalization, temperature, ece, unknown_score,
  *                     unknown_threshold, unknown_auroc, [residual_threshold,
- *                     residual_strain_max], [set_thresholds], train_seed, train_steps,
+ *                     residual_strain_max], [missing_threshold], [set_thresholds],
+ *                     train_seed, train_steps,
  *                     train_batch, train_flops, generator, phaseid_version,
  *                     created, library
  *   /params           float32 [n_params]   trainable parameters, flat
@@ -110,6 +111,12 @@ typedef struct {
      * their cells within +-residual_strain_max. 0 = no residual check. */
     double residual_threshold;  /* (0, 1], or 0 = off */
     double residual_strain_max; /* [0, 0.1] */
+    /* The check's missing-reflection side (rsd_result.missing), optional
+     * attribute missing_threshold (absent in older files), only with the
+     * residual check: a frame whose one reported phase leaves more than this
+     * fraction of its strong reflections' intensity without a peak is
+     * flagged unknown too. 0 = off. */
+    double missing_threshold; /* (0, 1], or 0 = off */
     /* How many phases a sigmoid head reports (calib_set_rule), optional
      * attribute set_thresholds: the calibrated-probability thresholds of
      * ranks 1..n-1 (n - 1 values in (0, 1), so n is 2..CALIB_MAX_SET);

@@ -43,6 +43,10 @@ struct rsd_table {
     int *n_free;        /* [k] independent cell lengths: 1 cubic, 2 uniaxial, 3 lower */
     rsd_stick **sticks; /* [k][n_st[c]] for the per-axis refinement */
     double strain_max;
+    int nl;             /* source lines with sticks: stick j of line l is sticks[c][j nl + l] */
+    int *n_strong;      /* [k] reflections of the missing-reflection check */
+    int **strong;       /* [k][n_strong[c]] their indices j (line 0) */
+    float **strong_int; /* [k][n_strong[c]] their intensities (strongest = 100) */
 };
 
 void rsd_destroy(rsd_table *t)
@@ -51,10 +55,16 @@ void rsd_destroy(rsd_table *t)
     free(t->n_st);
     free(t->off);
     free(t->pos);
-    for (int c = 0; t->sticks && c < t->k; c++)
-        free(t->sticks[c]);
+    for (int c = 0; c < t->k; c++) { /* per-phase arrays (tables allocated zeroed) */
+        if (t->sticks) free(t->sticks[c]);
+        if (t->strong) free(t->strong[c]);
+        if (t->strong_int) free(t->strong_int[c]);
+    }
     free(t->sticks);
     free(t->n_free);
+    free(t->strong);
+    free(t->strong_int);
+    free(t->n_strong);
     free(t);
 }
 
@@ -129,9 +139,11 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
                             .n = n};
         int32_t *hkl = malloc(sizeof(int32_t) * 3 * (size_t)(n > 0 ? n : 1));
         double *d = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-        if (!hkl || !d) {
+        float *in = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+        if (!hkl || !d || !in) {
             free(hkl);
             free(d);
+            free(in);
             s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
             break;
         }
@@ -140,9 +152,11 @@ pid_status rsd_create(rsd_table **out, const pid_structure *const *phases, int k
             hkl[3 * j + 1] = st[c][j].k;
             hkl[3 * j + 2] = st[c][j].l;
             d[j] = st[c][j].d_angstrom;
+            in[j] = (float)st[c][j].intensity;
         }
         ph[c].hkl = hkl;
         ph[c].d = d;
+        ph[c].intensity = in;
     }
     if (!s)
         s = rsd_create_from(out, ph, k, x0_deg, step_deg, n_points, n_lines, wavelengths_a, weights,
@@ -152,6 +166,7 @@ done:
         free(st[c]);
         free((void *)ph[c].hkl);
         free((void *)ph[c].d);
+        free((void *)ph[c].intensity);
     }
     free(st);
     free(ph);
@@ -199,8 +214,11 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
             !cell_gstar(phases[c].cell, gs))
             return pid_fail(err, PID_ERR_ARG, "residual: phase %d: bad cell or sticks", c);
         for (int j = 0; j < phases[c].n; j++)
-            if (!(phases[c].d[j] > 0) || !isfinite(phases[c].d[j]))
-                return pid_fail(err, PID_ERR_ARG, "residual: phase %d: bad d-spacing", c);
+            if (!(phases[c].d[j] > 0) || !isfinite(phases[c].d[j]) ||
+                (phases[c].intensity &&
+                 !(phases[c].intensity[j] >= 0 && phases[c].intensity[j] <= 1000)))
+                return pid_fail(err, PID_ERR_ARG, "residual: phase %d: bad d-spacing or intensity",
+                                c);
     }
     rsd_table *t = calloc(1, sizeof *t);
     if (!t) return pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
@@ -216,13 +234,18 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
     t->sticks = calloc((size_t)k, sizeof *t->sticks);
     t->n_st = calloc((size_t)k, sizeof *t->n_st);
     t->off = calloc((size_t)k, sizeof *t->off);
+    t->n_strong = calloc((size_t)k, sizeof *t->n_strong);
+    t->strong = calloc((size_t)k, sizeof *t->strong);
+    t->strong_int = calloc((size_t)k, sizeof *t->strong_int);
     pid_status s = PID_OK;
-    if (!t->n_st || !t->off || !t->n_free || !t->sticks) {
+    if (!t->n_st || !t->off || !t->n_free || !t->sticks || !t->n_strong || !t->strong ||
+        !t->strong_int) {
         s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
         goto done;
     }
     const int use2 = n_lines == 2 && weights[1] >= 0.3 * weights[0] && wavelengths_a[1] > 0;
     const int nl = use2 ? 2 : 1;
+    t->nl = nl;
     int64_t total = 0;
     for (int c = 0; c < k; c++) {
         const rsd_phase *P = &phases[c];
@@ -249,6 +272,20 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
                 q->q[5] = (float)(l4 * 2.0 * gs[1][2] * hh[1] * hh[2]);
             }
         }
+        int ns_c = 0;
+        for (int j = 0; P->intensity && j < P->n; j++)
+            ns_c += P->intensity[j] >= RSD_MISS_MIN_STICK;
+        t->strong[c] = malloc(sizeof(int) * (size_t)(ns_c > 0 ? ns_c : 1));
+        t->strong_int[c] = malloc(sizeof(float) * (size_t)(ns_c > 0 ? ns_c : 1));
+        if (!t->strong[c] || !t->strong_int[c]) {
+            s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
+            goto done;
+        }
+        for (int j = 0; P->intensity && j < P->n; j++)
+            if (P->intensity[j] >= RSD_MISS_MIN_STICK) {
+                t->strong[c][t->n_strong[c]] = j;
+                t->strong_int[c][t->n_strong[c]++] = P->intensity[j];
+            }
         t->off[c] = total;
         total += (int64_t)t->n_scales * t->n_st[c];
     }
@@ -395,7 +432,7 @@ static void explained_cell(const rsd_table *t, int c, const double *const *lo,
  * (scales 1 +- strain_max by RSD_SCALE_STEP) and the zero shift (+-0.1 deg
  * around the current), two rounds; marks the peaks the best cell explains. */
 static void refine(const rsd_table *t, int c, const double *win, const float *h, int np, double s0,
-                   double z0, float *marks)
+                   double z0, float *marks, double cell_out[3], double *z_out)
 {
     uint8_t mk[3][RSD_MAX_PEAKS], best_mk[RSD_MAX_PEAKS];
     double p[3] = {1.0 + s0, 1.0 + s0, 1.0 + s0}, z = z0;
@@ -454,6 +491,9 @@ static void refine(const rsd_table *t, int c, const double *win, const float *h,
             p[a] = bp == keep ? keep : bp;
             z = bz;
         }
+    CELL_OF(p);
+    memcpy(cell_out, sc3, sizeof sc3);
+    *z_out = z;
 #undef CELL_OF
 #undef WIN_LO
 #undef WIN_HI
@@ -461,9 +501,101 @@ static void refine(const rsd_table *t, int c, const double *win, const float *h,
         if (best_mk[i]) marks[i] = 1.0f;
 }
 
+/* Prominence of the smoothed frame sm[n] over 2-theta [xa, xb] (deg): its
+ * highest point there over the higher of the lowest points within 1 deg
+ * either side of that point; -1 when the range is off the grid. */
+static double prominence_in(const rsd_table *t, const float *sm, double xa, double xb)
+{
+    const int n = t->n_points;
+    int a = (int)ceil((xa - t->x0) / t->step), b = (int)floor((xb - t->x0) / t->step);
+    if (a < 0 || b >= n || a > b) return -1.0;
+    int jm = a;
+    for (int j = a + 1; j <= b; j++)
+        if (sm[j] > sm[jm]) jm = j;
+    const int wp = (int)ceil(1.0 / t->step);
+    float ml = sm[jm], mr = sm[jm];
+    for (int d = 1; d <= wp; d++) {
+        if (jm - d >= 0 && sm[jm - d] < ml) ml = sm[jm - d];
+        if (jm + d < n && sm[jm + d] < mr) mr = sm[jm + d];
+    }
+    return (double)sm[jm] - (double)(ml > mr ? ml : mr);
+}
+
+/* sin^2(theta) of stick q at cell-length scales sc3. */
+static double stick_s2(const float *q, const double sc3[3])
+{
+    return q[0] / (sc3[0] * sc3[0]) + q[1] / (sc3[1] * sc3[1]) + q[2] / (sc3[2] * sc3[2]) +
+           q[3] / (sc3[0] * sc3[1]) + q[4] / (sc3[0] * sc3[2]) + q[5] / (sc3[1] * sc3[2]);
+}
+
+/* The missing-reflection side for phase c at its fitted cell-length scales
+ * sc3 and zero shift z, on the smoothed frame sm: its strong reflections
+ * (line 0) are grouped where they lie within 2 tol of each other (one
+ * observed peak holds them all) and each group's prominence is measured
+ * over its span +- tol. The phase's scale is its best-seen group's
+ * prominence per unit intensity; a group whose prominence is below
+ * RSD_MISS_FRAC of scale x intensity counts as missing (a texture that
+ * weakens a reflection 20-fold is still seen). Returns the missing
+ * intensity fraction; 0 with fewer than two groups on the grid. */
+static double missing_of(const rsd_table *t, int c, const double sc3[3], double z, const float *sm)
+{
+    /* the first 64 strong reflections in 2-theta order (the built-in phases
+     * have at most 18 on the 10-80 deg grid) */
+    enum { MAXS = 64 };
+    const int ns = t->n_strong[c] < MAXS ? t->n_strong[c] : MAXS;
+    double pos[MAXS], in[MAXS];
+    int m = 0;
+    for (int s = 0; s < ns; s++) {
+        double s2 = stick_s2(t->sticks[c][t->strong[c][s] * t->nl].q, sc3);
+        if (!(s2 > 0.0) || s2 >= 1.0) continue;
+        /* insertion by position (a strain reorders few) */
+        double x = 2.0 * asin(sqrt(s2)) * RAD2DEG + z;
+        int i = m++;
+        while (i > 0 && pos[i - 1] > x) {
+            pos[i] = pos[i - 1];
+            in[i] = in[i - 1];
+            i--;
+        }
+        pos[i] = x;
+        in[i] = t->strong_int[c][s];
+    }
+    double gp[MAXS], gi[MAXS], scale = 0.0;
+    int ng = 0;
+    for (int i = 0; i < m;) {
+        int j = i + 1;
+        double sum = in[i];
+        while (j < m && pos[j] - pos[j - 1] <= 2.0 * t->tol)
+            sum += in[j++];
+        double p = prominence_in(t, sm, pos[i] - t->tol, pos[j - 1] + t->tol);
+        if (p >= 0.0) {
+            gp[ng] = p;
+            gi[ng] = sum;
+            if (p / sum > scale) scale = p / sum;
+            ng++;
+        }
+        i = j;
+    }
+    if (ng < 2 || !(scale > 0.0)) return 0.0;
+    double tot = 0.0, miss = 0.0;
+    for (int g = 0; g < ng; g++) {
+        tot += gi[g];
+        if (gp[g] < RSD_MISS_FRAC * scale * gi[g]) miss += gi[g];
+    }
+    return miss / tot;
+}
+
 double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *present,
                        float *scratch)
 {
+    rsd_result r;
+    rsd_check(t, frame, present, scratch, &r);
+    return r.unexplained;
+}
+
+void rsd_check(const rsd_table *t, const float *frame, const uint8_t *present, float *scratch,
+               rsd_result *out)
+{
+    out->unexplained = out->missing = 0.0;
     const int n = t->n_points;
     float *sm = scratch, *x = scratch + n, *h = scratch + 2 * n, *marks = scratch + 3 * n;
     /* smooth (two passes of a ~0.1 deg box) so noise on broad peaks does not
@@ -511,7 +643,7 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
         if (prom > pmax) pmax = prom;
         nc++;
     }
-    if (!(pmax > 0.0f)) return 0.0;
+    if (!(pmax > 0.0f)) return;
     int np = 0;
     double total = 0.0;
     for (int i = 0; i < nc; i++)
@@ -522,7 +654,7 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
             total += h[np];
             np++;
         }
-    if (np == 0) return 0.0;
+    if (np == 0) return;
     const int ns = (t->n_scales - 1) / 2;
     const int nz = RSD_NZ;
     /* sin^2(theta) windows for the per-axis fits, after the 4 n floats (the
@@ -534,11 +666,18 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
      * when that leaves more than RSD_REFINE_ABOVE unexplained: non-cubic
      * phases get their per-axis fit. Cheap frames stay cheap. */
     double ex = 0.0;
+    /* the missing-reflection side looks at a phase reported alone: its
+     * fitted cell and zero shift */
+    int n_present = 0, last = -1;
+    for (int c = 0; c < t->k; c++)
+        n_present += present[c] != 0;
+    double fit_cell[3] = {1.0, 1.0, 1.0}, fit_z = 0.0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < np; i++)
             marks[i] = 0.0f;
         for (int c = 0; c < t->k; c++) {
             if (!present[c] || t->n_st[c] == 0) continue;
+            last = c;
             double best = -1.0;
             int bs = ns, bz = 0;
             /* every RSD_COARSE-th scale (from the unstrained cell), then the
@@ -569,10 +708,17 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
                     }
                     have_win = 1;
                 }
-                refine(t, c, win, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks);
-            } else
+                double cell[3], z;
+                refine(t, c, win, h, np, (bs - ns) * RSD_SCALE_STEP, 0.1 * bz, marks, cell, &z);
+                memcpy(fit_cell, cell, sizeof cell);
+                fit_z = z;
+            } else {
                 explained(x, h, np, t->pos + t->off[c] + (int64_t)bs * t->n_st[c], t->n_st[c],
                           0.1 * bz, t->tol, marks, 1);
+                const double sc = 1.0 + (bs - ns) * RSD_SCALE_STEP;
+                fit_cell[0] = fit_cell[1] = fit_cell[2] = sc;
+                fit_z = 0.1 * bz;
+            }
         }
         ex = 0.0;
         for (int i = 0; i < np; i++)
@@ -580,5 +726,8 @@ double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *pr
         if (1.0 - ex / total <= RSD_REFINE_ABOVE) break;
     }
     double r = 1.0 - ex / total;
-    return r < 0.0 ? 0.0 : r;
+    out->unexplained = r < 0.0 ? 0.0 : r;
+    /* With several phases reported, one phase's reflection can sit on
+     * another's shoulder, which prominence does not see: no verdict. */
+    if (n_present == 1 && last >= 0) out->missing = missing_of(t, last, fit_cell, fit_z, sm);
 }

@@ -5,7 +5,11 @@
  * and a peak counts as explained when a stick of some predicted phase lies
  * within a tolerance. A pattern of a phase the model does not know leaves
  * strong peaks unexplained even when the network is confident, so the
- * residual complements the network's energy score for the unknown flag. */
+ * residual complements the network's energy score for the unknown flag.
+ * Its converse side (rsd_check's missing) asks whether the strong
+ * reflections of a phase reported alone are seen at the fitted cell: an
+ * unknown phase with few peaks can have them all explained by a known
+ * phase with many sticks, which then predicts peaks the pattern lacks. */
 #ifndef PID_MODELS_RESIDUAL_H
 #define PID_MODELS_RESIDUAL_H
 
@@ -30,6 +34,16 @@ extern "C" {
 /* Zero shifts tried: -RSD_MAX_SHIFT_DEG..+RSD_MAX_SHIFT_DEG by 0.1 deg. */
 #define RSD_MAX_SHIFT_DEG 0.3
 
+/* The missing-reflection check looks at reflections at least this strong
+ * (strongest of the phase = 100) ... */
+#define RSD_MISS_MIN_STICK 20.0
+/* ... and counts one missing when its position's prominence is below this
+ * fraction of what the phase's best-seen reflection predicts for it (a
+ * March-Dollase texture of r = 0.5, the training augmentation's edge,
+ * moves families' intensities relative to each other by up to 23x:
+ * r^-3 = 8 along the axis, (r^2 + 1/r)^-3/2 = 0.35 across it). */
+#define RSD_MISS_FRAC 0.05
+
 /* At most this many peaks are picked (in 2-theta order). */
 #define RSD_MAX_PEAKS 256
 
@@ -50,11 +64,12 @@ void rsd_destroy(rsd_table *t); /* accepts NULL */
  * sticks' Miller indices and d-spacings (as rsd_phase_sticks gives them). A
  * model file stores these, so the check runs without the phases' CIFs. */
 typedef struct {
-    double cell[6];     /* a b c (angstrom), alpha beta gamma (deg) */
-    int spacegroup;     /* 1..230 */
-    int n;              /* sticks */
-    const int32_t *hkl; /* [n][3] */
-    const double *d;    /* [n], angstrom */
+    double cell[6];         /* a b c (angstrom), alpha beta gamma (deg) */
+    int spacegroup;         /* 1..230 */
+    int n;                  /* sticks */
+    const int32_t *hkl;     /* [n][3] */
+    const double *d;        /* [n], angstrom */
+    const float *intensity; /* [n], strongest = 100; NULL: no missing-reflection check */
 } rsd_phase;
 
 /* The sticks rsd_create uses for structure s on that grid and first
@@ -79,6 +94,24 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
 double rsd_unexplained(const rsd_table *t, const float *frame, const uint8_t *present,
                        float *scratch);
 int64_t rsd_scratch_floats(const rsd_table *t);
+
+/* Both sides of the check: unexplained as rsd_unexplained returns it, and
+ * missing. When exactly one phase has present[c] != 0, missing is the
+ * fraction of the intensity of its strong reflections (>= RSD_MISS_MIN_STICK
+ * of its strongest; reflections within 2 tolerances of each other count as
+ * one) on the grid at its fitted cell and zero shift whose position shows a
+ * prominence below RSD_MISS_FRAC of what its best-seen reflection predicts
+ * for that intensity; 0 with fewer than two such groups, or with several
+ * phases present (one phase's reflection can sit on another's shoulder,
+ * which prominence does not see), and for phases given without stick
+ * intensities (rsd_phase.intensity NULL). Same threading and scratch as
+ * rsd_unexplained. */
+typedef struct {
+    double unexplained;
+    double missing;
+} rsd_result;
+void rsd_check(const rsd_table *t, const float *frame, const uint8_t *present, float *scratch,
+               rsd_result *out);
 int rsd_n_phases(const rsd_table *t);
 
 #ifdef __cplusplus

@@ -518,12 +518,14 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
                  ", \"n_calib\": %d, \"calib_index_base\": %llu, \"temperature_nll_fit\": %.6g, "
                  "\"ece_before\": %.6f, \"ece_after\": %.6f, \"unknown_tpr\": %g, "
                  "\"holdout_frac\": %g, \"n_holdout_phases\": %d, \"residual_threshold\": %g, "
-                 "\"residual_auroc\": %.6f, \"flagged_known\": %.6f, \"flagged_unknown\": %.6f, "
+                 "\"residual_auroc\": %.6f, \"missing_threshold\": %g, \"missing_auroc\": %.6f, "
+                 "\"flagged_known\": %.6f, \"flagged_unknown\": %.6f, "
                  "\"unknown_auroc_measured\": %s",
                  o->n_calib, (unsigned long long)TRAIN_CALIB_INDEX_BASE, t_nll, cal->ece_before,
                  cal->ece_after, TRAIN_UNKNOWN_TPR, o->holdout_frac, cal->n_unknown_phases,
-                 cal->residual_threshold, cal->residual_auroc, cal->flagged_known,
-                 cal->flagged_unknown, cal->n_unknown_phases > 0 ? "true" : "false");
+                 cal->residual_threshold, cal->residual_auroc, cal->missing_threshold,
+                 cal->missing_auroc, cal->flagged_known, cal->flagged_unknown,
+                 cal->n_unknown_phases > 0 ? "true" : "false");
         gl = strlen(gen_text);
         if (isfinite(cal->ece_per_class) && gl + 40 < sizeof gen_text) {
             snprintf(gen_text + gl, sizeof gen_text - gl, ", \"ece_per_class\": %.6f",
@@ -590,6 +592,7 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
     if (cal) {
         m->residual_threshold = cal->residual_threshold;
         m->residual_strain_max = cal->residual_strain;
+        m->missing_threshold = cal->missing_threshold;
         m->set_rule = cal->set_rule;
     }
     m->unknown_threshold = cal ? cal->unknown_threshold : TRAIN_UNCALIBRATED_THRESHOLD;
@@ -686,12 +689,13 @@ static pid_status load_checkpoint(const char *path, const char *canon, int64_t n
  * copied out when non-NULL. */
 /* Logits (and labels, multi-hot) of `count` patterns from index base; with
  * rsd, also the physics residual of each pattern for the phases the logits
- * predict at temperature T (resid[count]). */
+ * predict at temperature T (resid[count]) and its missing-reflection
+ * fraction (miss[count]). */
 static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint64_t base, int count,
                               int bsz, int threads, int p, int k, float *logits, int32_t *labels,
                               float *mh, const rsd_table *rsd, net_head_kind head, double T,
                               const calib_set_rule *rule, const uint8_t *twin, double *resid,
-                              pid_error *err)
+                              double *miss, pid_error *err)
 {
     const int kg = src_n_phases(g);
     pid_status st = PID_OK;
@@ -718,7 +722,10 @@ static pid_status forward_set(net *n, pid_backend *be, const train_src *g, uint6
         for (int i = 0; rsd && i < cnt; i++) {
             calib_present_set(logits + (size_t)(i0 + i) * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
                               rule, twin, pres);
-            resid[i0 + i] = rsd_unexplained(rsd, x + (size_t)i * p, pres, scr);
+            rsd_result rr;
+            rsd_check(rsd, x + (size_t)i * p, pres, scr, &rr);
+            resid[i0 + i] = rr.unexplained;
+            miss[i0 + i] = rr.missing;
         }
         if (mh) memcpy(mh + (size_t)i0 * kg, bm, sizeof(float) * (size_t)cnt * kg);
     }
@@ -738,6 +745,28 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The value at fraction q of v[n] (sorted here; 1.0 when n = 0), at least
+ * lo and at most 1: a threshold that passes q of the known patterns. */
+static double quantile_at_least(double *v, int n, double q, double lo)
+{
+    if (n == 0) return 1.0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    int64_t i = (int64_t)ceil(q * n) - 1;
+    if (i < 0) i = 0;
+    if (i >= n) i = n - 1;
+    double t = v[i] > lo ? v[i] : lo;
+    return t > 1.0 ? 1.0 : t;
+}
+
+/* The classifier's unknown flag (classify.c) from a pattern's energy,
+ * residual and missing fraction, at r's thresholds (0 = that check off). */
+static int flagged(double energy, double resid, double miss, const train_result *r)
+{
+    return energy > r->unknown_threshold ||
+           (r->residual_threshold > 0 && resid > r->residual_threshold) ||
+           (r->missing_threshold > 0 && miss > r->missing_threshold);
+}
+
 /* Temperature, ECE before/after, energy threshold and AUROC into r. The
  * temperature is the NLL fit (*t_nll); should it raise the ECE on the
  * calibration set above that of T = 1 (possible: the NLL and the binned ECE
@@ -753,7 +782,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     pid_xrd_gen *ugen = NULL, *wgen = NULL;
     rsd_table *rsd = NULL;
     uint8_t *twin = NULL;
-    double *rk = NULL, *ru = NULL, rstrain = 0.0;
+    double *rk = NULL, *ru = NULL, *mk = NULL, *mu = NULL, rstrain = 0.0;
     /* The settings of the calibration patterns: the training ones, widened. */
     pid_xrd_dataset_opts co = o->gen;
     co.seed = o->seed;
@@ -793,13 +822,15 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         if (st) goto done;
         rk = malloc(sizeof(double) * (size_t)nc);
         ru = malloc(sizeof(double) * (size_t)nc);
-        if (!rk || !ru) {
+        mk = malloc(sizeof(double) * (size_t)nc);
+        mu = malloc(sizeof(double) * (size_t)nc);
+        if (!rk || !ru || !mk || !mu) {
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
             goto done;
         }
     }
     if ((st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z, lab, mh,
-                          NULL, head, 1.0, NULL, NULL, NULL, err)))
+                          NULL, head, 1.0, NULL, NULL, NULL, NULL, err)))
         goto done;
     double T = 1.0, e1 = 1.0, eT = 1.0;
     if (head == NET_HEAD_SOFTMAX) {
@@ -840,7 +871,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
                                  &r->set_rule, &r->set_exact_before, &r->set_exact_after, err)))
         goto done;
     if (rsd && (st = forward_set(n, be, gen, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, z,
-                                 NULL, NULL, rsd, head, T, &r->set_rule, twin, rk, err)))
+                                 NULL, NULL, rsd, head, T, &r->set_rule, twin, rk, mk, err)))
         goto done;
     for (int i = 0; i < nc; i++) {
         ek[i] = calib_energy(z + (size_t)i * k, (size_t)k, T);
@@ -856,47 +887,55 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
     r->residual_threshold = 0.0;
     r->residual_strain = 0.0;
     r->residual_auroc = TRAIN_AUROC_NOT_MEASURED;
+    r->missing_threshold = 0.0;
+    r->missing_auroc = TRAIN_AUROC_NOT_MEASURED;
     r->flagged_unknown = -1.0;
     if (rsd) {
         double *sorted = malloc(sizeof(double) * (size_t)nc);
-        if (!sorted) {
+        double *msorted = malloc(sizeof(double) * (size_t)nc);
+        if (!sorted || !msorted) {
+            free(sorted);
+            free(msorted);
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
             goto done;
         }
         /* over the patterns whose predicted set is right: the residual a
          * right answer leaves (a wrong one should be flagged too) */
-        int nr = 0;
+        int nr = 0, nm = 0;
         uint8_t *pres = malloc((size_t)k);
         if (!pres) {
             free(sorted);
+            free(msorted);
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for calibration");
             goto done;
         }
         for (int i = 0; i < nc; i++) {
             calib_present_set(z + (size_t)i * k, (size_t)k, head != NET_HEAD_SOFTMAX, T,
                               &r->set_rule, twin, pres);
-            int right = 1;
-            for (int c = 0; c < k && right; c++)
-                right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])
-                                                 : (pres[c] == (mh[(size_t)i * k + c] > 0.5f));
+            int right = 1, n_pres = 0;
+            for (int c = 0; c < k; c++) {
+                n_pres += pres[c] != 0;
+                if (right)
+                    right = head == NET_HEAD_SOFTMAX ? (c != lab[i] || pres[c])
+                                                     : (pres[c] == (mh[(size_t)i * k + c] > 0.5f));
+            }
             if (right) sorted[nr++] = rk[i];
+            /* the missing side judges a phase reported alone (rsd_check) */
+            if (right && n_pres == 1) msorted[nm++] = mk[i];
         }
         free(pres);
-        if (nr == 0) sorted[nr++] = 1.0;
-        qsort(sorted, (size_t)nr, sizeof *sorted, cmp_double);
-        int64_t q = (int64_t)ceil(TRAIN_RESIDUAL_TPR * nr) - 1;
-        if (q < 0) q = 0;
-        if (q >= nr) q = nr - 1;
         r->residual_threshold =
-            sorted[q] > TRAIN_RESIDUAL_MIN_THRESHOLD ? sorted[q] : TRAIN_RESIDUAL_MIN_THRESHOLD;
-        if (r->residual_threshold > 1.0) r->residual_threshold = 1.0;
+            quantile_at_least(sorted, nr, TRAIN_RESIDUAL_TPR, TRAIN_RESIDUAL_MIN_THRESHOLD);
+        r->missing_threshold =
+            quantile_at_least(msorted, nm, TRAIN_MISSING_TPR, TRAIN_MISSING_MIN_THRESHOLD);
         r->residual_strain = rstrain;
         free(sorted);
+        free(msorted);
     }
     {
         int64_t fl = 0;
         for (int i = 0; i < nc; i++)
-            fl += ek[i] > r->unknown_threshold || (rsd && rk[i] > r->residual_threshold);
+            fl += flagged(ek[i], rk ? rk[i] : 0.0, mk ? mk[i] : 0.0, r);
         r->flagged_known = (double)fl / nc;
     }
     r->unknown_auroc = TRAIN_AUROC_NOT_MEASURED;
@@ -919,7 +958,7 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
         }
         const train_src usrc = {.gen = ugen};
         if ((st = forward_set(n, be, &usrc, TRAIN_CALIB_INDEX_BASE, nc, bsz, threads, p, k, zu,
-                              NULL, NULL, rsd, head, T, &r->set_rule, twin, ru, err)))
+                              NULL, NULL, rsd, head, T, &r->set_rule, twin, ru, mu, err)))
             goto done;
         for (int i = 0; i < nc; i++) {
             eu[i] = calib_energy(zu + (size_t)i * k, (size_t)k, T);
@@ -930,11 +969,12 @@ static pid_status calibrate(net *n, pid_backend *be, const train_src *src, const
             }
         }
         if ((st = calib_auroc(ek, (size_t)nc, eu, (size_t)nc, &r->unknown_auroc, err))) goto done;
-        if (rsd && (st = calib_auroc(rk, (size_t)nc, ru, (size_t)nc, &r->residual_auroc, err)))
+        if (rsd && ((st = calib_auroc(rk, (size_t)nc, ru, (size_t)nc, &r->residual_auroc, err)) ||
+                    (st = calib_auroc(mk, (size_t)nc, mu, (size_t)nc, &r->missing_auroc, err))))
             goto done;
         int64_t fl = 0;
         for (int i = 0; i < nc; i++)
-            fl += eu[i] > r->unknown_threshold || (rsd && ru[i] > r->residual_threshold);
+            fl += flagged(eu[i], ru ? ru[i] : 0.0, mu ? mu[i] : 0.0, r);
         r->flagged_unknown = (double)fl / nc;
         r->n_unknown_phases = pid_phaselib_count(o->unknown_lib);
     }
@@ -943,6 +983,8 @@ done:
     rsd_destroy(rsd);
     free(rk);
     free(ru);
+    free(mk);
+    free(mu);
     pid_xrd_gen_destroy(ugen);
     pid_xrd_gen_destroy(wgen);
     free(z);

@@ -37,6 +37,14 @@ extern "C" {
 #define TRAIN_RESIDUAL_TPR 0.95
 #define TRAIN_RESIDUAL_MIN_THRESHOLD 0.10
 #define TRAIN_RESIDUAL_STRAIN_MARGIN 0.005
+/* The missing-reflection threshold (rsd_result.missing: strong reflections
+ * of a phase reported alone that show no peak) is the missing fraction of
+ * this fraction of the known calibration patterns the model gets right with
+ * one phase, and at least TRAIN_MISSING_MIN_THRESHOLD. Higher than the
+ * residual's rate: a texture can hide a reflection of a known phase, and
+ * this side only adds the cases the residual and energy miss. */
+#define TRAIN_MISSING_TPR 0.99
+#define TRAIN_MISSING_MIN_THRESHOLD 0.15
 /* Stored unknown_auroc when no phase was held out (nothing to measure it on):
  * the chance value 0.5, finite and in [0, 1] so mf_validate accepts it; the
  * generator attribute then says "unknown_auroc_measured": false. */
@@ -132,7 +140,11 @@ typedef struct {
     double residual_strain;    /* cell-length range of its fit */
     double residual_auroc;     /* residual of known vs held-out phases (TRAIN_AUROC_NOT_MEASURED
                                   without) */
-    double flagged_known;      /* calibration patterns flagged unknown (energy or residual) */
+    double missing_threshold;  /* missing-reflection threshold (0 = no residual check) */
+    double missing_auroc;      /* its AUROC, known vs held-out (TRAIN_AUROC_NOT_MEASURED
+                                  without) */
+    double flagged_known;      /* calibration patterns flagged unknown (energy, residual or
+                                  missing reflections) */
     double flagged_unknown;    /* held-out phase patterns flagged unknown (-1 without) */
     int n_val;                 /* validation patterns used (n_val, capped by a dataset file) */
     int n_calib;               /* calibration patterns used (likewise) */

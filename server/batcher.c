@@ -112,7 +112,7 @@ static void run_batch(srv_batcher *b, int n_segs, int n)
             srv_results_set(j->res, f, r->prob + (size_t)row * (size_t)k,
                             r->fraction + (size_t)row * (size_t)k,
                             r->order + (size_t)row * (size_t)k, r->unknown_score[row],
-                            r->residual[row], r->unknown[row]);
+                            r->residual[row], r->missing[row], r->unknown[row]);
             if (b->o.observer)
                 b->o.observer(b->o.observer_user, j, f, frames + (size_t)row * (size_t)fs);
         }

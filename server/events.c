@@ -387,11 +387,13 @@ static char *render_result(const srv_event_result *r, int with_frame, size_t *le
     n = (size_t)w;
     if (srv_render_phases(buf, cap, &n, r->r, r->row, 3, r->name_json, r->formula_json, NULL))
         goto fail;
-    char us[48], rs[48];
+    char us[48], rs[48], ms[48];
     srv_fmt_num(us, sizeof us, r->r->unknown_score[r->row]);
     srv_fmt_num(rs, sizeof rs, r->r->residual[r->row]);
-    w = snprintf(buf + n, cap - n, ", \"unknown_score\": %s, \"residual\": %s, \"unknown\": %s", us,
-                 rs, r->r->unknown[r->row] ? "true" : "false");
+    srv_fmt_num(ms, sizeof ms, r->r->missing[r->row]);
+    w = snprintf(buf + n, cap - n,
+                 ", \"unknown_score\": %s, \"residual\": %s, \"missing\": %s, \"unknown\": %s", us,
+                 rs, ms, r->r->unknown[r->row] ? "true" : "false");
     if (w < 0 || (size_t)w >= cap - n) goto fail;
     n += (size_t)w;
     if (with_frame && r->frame && r->n > 0) {

@@ -17,8 +17,8 @@
 
 static const char *const dtype_names[SRV_DT_COUNT] = {"FP32", "UINT16", "UINT32"};
 static const size_t dtype_sizes[SRV_DT_COUNT] = {4, 2, 4};
-static const char *const output_names[SRV_OUT_COUNT] = {"probabilities", "top_phases", "fractions",
-                                                        "unknown_score", "residual",   "unknown"};
+static const char *const output_names[SRV_OUT_COUNT] = {
+    "probabilities", "top_phases", "fractions", "unknown_score", "residual", "missing", "unknown"};
 
 int srv_dtype_parse(const char *s, srv_dtype *out)
 {
@@ -456,7 +456,7 @@ pid_status srv_infer_parse(const srv_proto_model *m, const char *body, size_t bo
             if (k < 0) {
                 st = pid_fail(err, PID_ERR_FORMAT,
                               "unknown output '%.64s' (expected probabilities, top_phases, "
-                              "fractions, unknown_score, residual, unknown)",
+                              "fractions, unknown_score, residual, missing, unknown)",
                               json_is_string(on) ? json_string_value(on) : "?");
                 goto fail;
             }
@@ -522,8 +522,10 @@ pid_status srv_results_create(srv_results **out, int n, int64_t k, int keep, int
     r->top_frac = malloc(nk * sizeof *r->top_frac);
     r->unknown_score = calloc((size_t)n, sizeof *r->unknown_score);
     r->residual = calloc((size_t)n, sizeof *r->residual);
+    r->missing = calloc((size_t)n, sizeof *r->missing);
     r->unknown = calloc((size_t)n, sizeof *r->unknown);
-    int ok = r->top && r->top_prob && r->top_frac && r->unknown_score && r->unknown && r->residual;
+    int ok = r->top && r->top_prob && r->top_frac && r->unknown_score && r->unknown &&
+             r->residual && r->missing;
     if (ok && full) {
         r->prob = malloc((size_t)n * (size_t)k * sizeof *r->prob);
         r->fraction = malloc((size_t)n * (size_t)k * sizeof *r->fraction);
@@ -547,12 +549,14 @@ void srv_results_destroy(srv_results *r)
     free(r->fraction);
     free(r->unknown_score);
     free(r->residual);
+    free(r->missing);
     free(r->unknown);
     free(r);
 }
 
 void srv_results_set(srv_results *r, int row, const float *prob, const float *fraction,
-                     const int32_t *order, double unknown_score, double residual, int unknown)
+                     const int32_t *order, double unknown_score, double residual, double missing,
+                     int unknown)
 {
     size_t base = (size_t)row * (size_t)r->keep;
     for (int j = 0; j < r->keep; j++) {
@@ -567,6 +571,7 @@ void srv_results_set(srv_results *r, int row, const float *prob, const float *fr
     }
     r->unknown_score[row] = unknown_score;
     r->residual[row] = residual;
+    r->missing[row] = missing;
     r->unknown[row] = (uint8_t)(unknown != 0);
 }
 
@@ -656,11 +661,14 @@ static int encode_output(json_t *outs, growbuf *bin, int which, int binary,
                                : json_array_append_new(data, jreal((float)res->unknown_score[i]));
             break;
         case SRV_OUT_RESIDUAL:
+        case SRV_OUT_MISSING: {
+            const double *src = which == SRV_OUT_RESIDUAL ? res->residual : res->missing;
             fail |= json_array_append_new(shape, json_integer(b));
             for (int64_t i = 0; i < b && !fail; i++)
-                fail |= binary ? gb_put_f32le(bin, (float)res->residual[i])
-                               : json_array_append_new(data, jreal(res->residual[i]));
+                fail |= binary ? gb_put_f32le(bin, (float)src[i])
+                               : json_array_append_new(data, jreal(src[i]));
             break;
+        }
         default:
             dt = "BOOL";
             fail |= json_array_append_new(shape, json_integer(b));
@@ -812,7 +820,8 @@ int srv_render_line(char *buf, size_t cap, size_t *len, long long seq, const srv
         srv_render_phases(buf, cap, len, r, row, 3, name_json, formula_json, NULL) ||
         put(buf, cap, len, ", \"unknown_score\": ") ||
         put_num(buf, cap, len, r->unknown_score[row]) || put(buf, cap, len, ", \"residual\": ") ||
-        put_num(buf, cap, len, r->residual[row]) ||
+        put_num(buf, cap, len, r->residual[row]) || put(buf, cap, len, ", \"missing\": ") ||
+        put_num(buf, cap, len, r->missing[row]) ||
         put(buf, cap, len, r->unknown[row] ? ", \"unknown\": true}\n" : ", \"unknown\": false}\n"))
         return -1;
     return 0;

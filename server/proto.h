@@ -34,6 +34,7 @@ enum {
     SRV_OUT_FRACTIONS,
     SRV_OUT_UNKNOWN_SCORE,
     SRV_OUT_RESIDUAL,
+    SRV_OUT_MISSING,
     SRV_OUT_UNKNOWN,
     SRV_OUT_COUNT
 };
@@ -101,6 +102,7 @@ typedef struct {
     float *fraction;       /* [n * k] when full, else NULL */
     double *unknown_score; /* [n] */
     double *residual;      /* [n] physics residual, NaN when the model has no residual check */
+    double *missing;       /* [n] missing-reflection fraction (cls_results), NaN likewise */
     uint8_t *unknown;      /* [n] */
 } srv_results;
 
@@ -112,7 +114,8 @@ void srv_results_destroy(srv_results *r); /* accepts NULL */
 /* Fill row `row` of r from one frame's outputs: prob[k] and fraction[k] in
  * class order, order[k] the class indices by decreasing probability. */
 void srv_results_set(srv_results *r, int row, const float *prob, const float *fraction,
-                     const int32_t *order, double unknown_score, double residual, int unknown);
+                     const int32_t *order, double unknown_score, double residual, double missing,
+                     int unknown);
 
 /* Encode the answer to req: {"model_name", "model_version", "id"?,
  * "outputs": [...]} in the order of req->outputs, JSON data or a binary

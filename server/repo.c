@@ -176,6 +176,7 @@ static char *metadata_doc(const srv_model *m)
     json_array_append_new(outs, tensor_meta("fractions", "FP32", shape2(-1, k)));
     json_array_append_new(outs, tensor_meta("unknown_score", "FP32", shape2(-1, 0)));
     json_array_append_new(outs, tensor_meta("residual", "FP32", shape2(-1, 0)));
+    json_array_append_new(outs, tensor_meta("missing", "FP32", shape2(-1, 0)));
     json_array_append_new(outs, tensor_meta("unknown", "BOOL", shape2(-1, 0)));
     return dump(json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", m->name, "versions", "1",
                           "platform", "phaseid", "inputs", in, "outputs", outs));
@@ -198,6 +199,7 @@ static char *config_doc(const srv_model *m, const srv_repo_opts *o, const char *
     json_array_append_new(outs, config_tensor("fractions", "TYPE_FP32", m->n_classes, 0));
     json_array_append_new(outs, config_tensor("unknown_score", "TYPE_FP32", 1, 1));
     json_array_append_new(outs, config_tensor("residual", "TYPE_FP32", 1, 1));
+    json_array_append_new(outs, config_tensor("missing", "TYPE_FP32", 1, 1));
     json_array_append_new(outs, config_tensor("unknown", "TYPE_BOOL", 1, 1));
     int gpu = device && !strcmp(device, "cuda");
     return dump(json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:{s:I, s:[i]}, s:[{s:s, s:i}]}", "name",
@@ -462,7 +464,7 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
     }
     json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:f, s:{s:s, s:f, s:f, s:I, s:o}, s:o, s:{s:o, s:o}, "
-        "s:{s:s, s:o, s:o, s:o}}",
+        "s:{s:s, s:o, s:o, s:o, s:o}}",
         "name", m->name, "modality", mf->modality, "device", cls_device_name(m->c), "head",
         mf_head_name(mf->head, mf->head_fractions), "n_params", (json_int_t)mf->n_params,
         "flops_per_frame", (double)tot.flops_infer, "grid", "axis", g->axis == 1 ? "Q" : "2theta",
@@ -470,7 +472,9 @@ static json_t *model_doc(const srv_model *m, pid_phaselib **lib, int *lib_tried)
         "phases", phases, "calibration", "temperature", jnum(mf->temperature), "ece", jnum(mf->ece),
         "unknown", "score", mf->unknown_score ? mf->unknown_score : "energy", "threshold",
         jnum(mf->unknown_threshold), "auroc", jnum(mf_auroc_measured(mf) ? mf->unknown_auroc : NAN),
-        "residual_threshold", jnum(cls_has_residual(m->c) ? mf->residual_threshold : NAN));
+        "residual_threshold", jnum(cls_has_residual(m->c) ? mf->residual_threshold : NAN),
+        "missing_threshold",
+        jnum(cls_has_residual(m->c) && mf->missing_threshold > 0 ? mf->missing_threshold : NAN));
     if (!o) return NULL;
     /* the fitted set rule: probability thresholds of ranks 2.. (null: 0.5, no cap) */
     json_t *st = json_null();

@@ -605,18 +605,20 @@ static enum MHD_Result classify_finish(req *r)
     char *buf = malloc(cap);
     if (!buf) return send_error(r, 500, "out of memory");
     len = (size_t)snprintf(buf, cap, "{\"file\": \"request\", \"phases\": ");
-    char us[48], rs[48];
+    char us[48], rs[48], ms[48];
     srv_fmt_num(us, sizeof us, r->res->unknown_score[0]);
     srv_fmt_num(rs, sizeof rs, r->res->residual[0]);
+    srv_fmt_num(ms, sizeof ms, r->res->missing[0]);
     if (srv_render_phases(buf, cap, &len, r->res, 0, 3, r->model->name_json, r->model->formula_json,
                           r->model->twins_json) ||
-        len + 120 + strlen(us) + strlen(rs) > cap) {
+        len + 140 + strlen(us) + strlen(rs) + strlen(ms) > cap) {
         free(buf);
         return send_error(r, 500, "answer too long");
     }
     len += (size_t)snprintf(buf + len, cap - len,
-                            ", \"unknown_score\": %s, \"residual\": %s, \"unknown\": %s}\n", us, rs,
-                            r->res->unknown[0] ? "true" : "false");
+                            ", \"unknown_score\": %s, \"residual\": %s, \"missing\": %s, "
+                            "\"unknown\": %s}\n",
+                            us, rs, ms, r->res->unknown[0] ? "true" : "false");
     return send_owned(r, 200, "application/json", buf, len, NULL, 0);
 }
 

@@ -54,7 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         order[k] = k;
     }
     for (int i = 0; i < r->batch; i++)
-        srv_results_set(res, i, prob, frac, order, -1.5, (i & 1) ? 0.25 : NAN, i & 1);
+        srv_results_set(res, i, prob, frac, order, -1.5, (i & 1) ? 0.25 : NAN, (i & 1) ? 0.5 : NAN,
+                        i & 1);
     char *out = NULL;
     size_t olen = 0, jlen = 0;
     if (srv_infer_encode(r, "fuzz", res, names, &out, &olen, &jlen, &err)) abort();

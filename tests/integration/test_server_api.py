@@ -86,7 +86,7 @@ def kserve_routes(base):
               and o["inputs"][0]["shape"] == [-1, TINY_POINTS]
               and [t["name"] for t in o["outputs"]] == ["probabilities", "top_phases",
                                                           "fractions", "unknown_score",
-                                                          "residual", "unknown"],
+                                                          "residual", "missing", "unknown"],
               "metadata %s" % p)
     check(http(base, "GET", "/v2/models/xrd-tiny/ready")[0] == 200, "model ready")
     check(http(base, "GET", "/v2/models/xrd-tiny/versions/1/ready")[0] == 200, "v1 ready")
@@ -111,7 +111,8 @@ def kserve_routes(base):
         check(st == want and json_error(b), "%s %s: %s %s (want %d)" % (method, path, st, b, want))
 
 
-def triton_checks(host, rng, threshold, phase_names, residual_threshold=None):
+def triton_checks(host, rng, threshold, phase_names, residual_threshold=None,
+                  missing_threshold=None):
     c = th.InferenceServerClient(host)
     check(c.is_server_live() and c.is_server_ready() and c.is_model_ready("xrd-tiny"),
           "tritonclient health")
@@ -121,7 +122,8 @@ def triton_checks(host, rng, threshold, phase_names, residual_threshold=None):
     check(c.get_model_config("xrd-tiny")["max_batch_size"] >= 64, "tritonclient config")
     check(c.get_model_repository_index()[0]["name"] == "xrd-tiny", "tritonclient index")
     x = patterns(rng, 5).astype(np.float32)
-    names = ["probabilities", "top_phases", "fractions", "unknown_score", "residual", "unknown"]
+    names = ["probabilities", "top_phases", "fractions", "unknown_score", "residual", "missing",
+             "unknown"]
     res = {}
     for binary in (False, True):
         for dtype, arr in (("FP32", x), ("UINT16", np.round(x).astype(np.uint16))):
@@ -142,11 +144,15 @@ def triton_checks(host, rng, threshold, phase_names, residual_threshold=None):
             check(top[i][0] == phase_names[order[0]], "%s top phase %s vs argmax %s"
                   % (key, top[i][0], phase_names[order[0]]))
             # unknown: the energy score above its threshold, or the physics
-            # residual above its own (NaN when the model has no residual check)
-            rv = float(o["residual"][i])
+            # residual or missing-reflection fraction above their own (NaN
+            # when the model has no residual check)
+            rv, mv = float(o["residual"][i]), float(o["missing"][i])
             by_res = residual_threshold is not None and rv == rv and rv > residual_threshold
-            check(bool(o["unknown"][i]) == (float(o["unknown_score"][i]) > threshold or by_res),
-                  "%s unknown flag (score %g, residual %g)" % (key, o["unknown_score"][i], rv))
+            by_miss = missing_threshold is not None and mv == mv and mv > missing_threshold
+            check(bool(o["unknown"][i]) == (float(o["unknown_score"][i]) > threshold or by_res
+                                            or by_miss),
+                  "%s unknown flag (score %g, residual %g, missing %g)"
+                  % (key, o["unknown_score"][i], rv, mv))
         f = o["fractions"]
         check(np.all(f[np.arange(5), np.argmax(p, 1)] == 1.0), "%s fraction of top = 1" % (key,))
     # JSON and binary agree exactly; FP32 and UINT16 (same rounded values) closely
@@ -478,7 +484,8 @@ def main():
         m = v1_models(base)
         if m:
             triton_checks(base.split("//")[1], rng, m["unknown"]["threshold"],
-                          [p["name"] for p in m["phases"]], m["unknown"].get("residual_threshold"))
+                          [p["name"] for p in m["phases"]], m["unknown"].get("residual_threshold"),
+                          m["unknown"].get("missing_threshold"))
         classify_three_ways(base, tmp)
         stream_small(base, rng)
         events_check(base, rng)

@@ -271,16 +271,19 @@ static void test_round_trip(void **state)
     assert_memory_equal(r->buffers, m->buffers, (size_t)m->n_buffers * sizeof(float));
     /* no residual check: the attributes are absent and load as 0 (off) */
     assert_true(r->residual_threshold == 0.0 && r->residual_strain_max == 0.0);
+    assert_true(r->missing_threshold == 0.0);
     mf_model_destroy(r);
     r = NULL;
-    /* with one: both attributes round-trip */
+    /* with one: both attributes round-trip, and the missing-reflection threshold */
     m->residual_threshold = 0.234375;
     m->residual_strain_max = 0.035;
+    m->missing_threshold = 0.3125;
     const char *p2 = tmp_path("round_residual.h5");
     save_ok(p2, m);
     st = mf_load(p2, &r, &err);
     if (st) fail_msg("load: %s", err.msg);
     assert_true(r->residual_threshold == 0.234375 && r->residual_strain_max == 0.035);
+    assert_true(r->missing_threshold == 0.3125);
     /* no set rule in the file: the 0.5 rule (n = 0) */
     assert_int_equal(r->set_rule.n, 0);
     /* near twins round-trip; none in the file: none loaded */
@@ -384,6 +387,15 @@ static void test_round_trip(void **state)
     assert_non_null(strstr(err.msg, "residual"));
     m->residual_threshold = 0.2;
     m->residual_strain_max = NAN;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    m->residual_strain_max = 0.03;
+    /* a missing-reflection threshold out of range, or without the residual check */
+    m->missing_threshold = NAN;
+    assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "missing-reflection"));
+    m->missing_threshold = 0.4;
+    assert_int_equal(mf_validate(m, &err), PID_OK);
+    m->residual_threshold = 0.0;
     assert_int_equal(mf_validate(m, &err), PID_ERR_FORMAT);
     mf_model_destroy(m);
 }

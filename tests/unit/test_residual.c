@@ -6,7 +6,13 @@
  * present explains nothing; a tetragonal cell strained in opposite senses
  * along a and c (no single lattice scale fits it) is explained by the
  * per-axis fit; a table from stored sticks (as a model file carries them)
- * matches the one from the structures exactly; bad settings are refused. */
+ * matches the one from the structures exactly; bad settings are refused.
+ * The missing-reflection side: a spinel pattern rendered without its 311
+ * and 400 reflections misses exactly their share of the strong-reflection
+ * intensity (worked out here from the sticks); brucite taken for the
+ * spinel misses most of the spinel's strong reflections (the residual's
+ * blind spot), the library phases' own augmented patterns few; with two
+ * phases reported, no verdict. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,7 +129,7 @@ static void test_out_of_library(void **state)
           *scr = malloc(sizeof(float) * rsd_scratch_floats(tab));
     int32_t lab[N];
     uint8_t *present = calloc((size_t)k, 1);
-    double r[N], rt[N];
+    double r[N], rt[N], mb[N], mt[N];
     assert_non_null(x);
     assert_non_null(scr);
     assert_non_null(present);
@@ -134,8 +140,13 @@ static void test_out_of_library(void **state)
     int sp = pid_phaselib_index(lib, "LiMn2O4_227");
     assert_true(sp >= 0);
     present[sp] = 1;
-    for (int i = 0; i < N; i++)
-        r[i] = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
+    for (int i = 0; i < N; i++) {
+        rsd_result c;
+        rsd_check(tab, x + (size_t)i * NPT, present, scr, &c);
+        r[i] = c.unexplained;
+        mb[i] = c.missing;
+        assert_true(c.unexplained == rsd_unexplained(tab, x + (size_t)i * NPT, present, scr));
+    }
     present[sp] = 0;
     /* LiMn2O4's own patterns against LiMn2O4 */
     float *y = malloc(sizeof(float) * N * NPT);
@@ -144,21 +155,53 @@ static void test_out_of_library(void **state)
     gen(lib, 6, N, y, ly);
     int m = 0;
     for (int i = 0; i < N; i++) {
+        rsd_result c;
         present[ly[i]] = 1;
-        rt[m++] = rsd_unexplained(tab, y + (size_t)i * NPT, present, scr);
+        rsd_check(tab, y + (size_t)i * NPT, present, scr, &c);
         present[ly[i]] = 0;
+        mt[m] = c.missing;
+        rt[m++] = c.unexplained;
+        assert_true(c.missing >= 0.0 && c.missing <= 1.0);
     }
     qsort(r, N, sizeof *r, cmp_d);
     qsort(rt, (size_t)m, sizeof *rt, cmp_d);
+    qsort(mb, N, sizeof *mb, cmp_d);
+    qsort(mt, (size_t)m, sizeof *mt, cmp_d);
     printf("  residual, brucite explained as LiMn2O4: 5th %.3f, median %.3f; library phases as "
            "themselves: median %.3f, 90th %.3f\n",
            r[N / 20], r[N / 2], rt[m / 2], rt[m * 9 / 10]);
     assert_true(r[N / 2] >= 0.2);
     assert_true(r[N / 4] > rt[m * 9 / 10]);
+    /* the converse side: the spinel's 311 and 400 (36 and 44 deg) have no
+     * brucite peak under them; the library phases, reported alone, miss little */
+    printf("  missing, brucite as LiMn2O4: 10th %.3f, median %.3f; library phases as themselves: "
+           "median %.3f, 90th %.3f, 95th %.3f\n",
+           mb[N / 10], mb[N / 2], mt[m / 2], mt[m * 9 / 10], mt[m * 95 / 100]);
+    assert_true(mb[N / 2] >= 0.4);
+    assert_true(mt[m * 9 / 10] <= 0.1);
+    assert_true(mb[N / 10] > mt[m * 9 / 10]);
     free(x);
     free(y);
     free(scr);
     free(present);
+}
+
+/* Sticks st[n] as narrow Gaussians (FWHM 0.08 deg) on the test grid over a
+ * flat 0.002 background; drop311_400: without the 311 and 400 families. */
+static void render_sticks(const pid_xrd_stick *st, int n, int drop311_400, float *y)
+{
+    const double sig = 0.08 / 2.3548;
+    for (int j = 0; j < NPT; j++) {
+        double x = 10.0 + 0.02 * j, v = 0.002;
+        for (int i = 0; i < n; i++) {
+            const int h = st[i].h, kk = st[i].k, l = st[i].l;
+            if (drop311_400 && ((h == 3 && kk == 1 && l == 1) || (h == 4 && kk == 0 && l == 0)))
+                continue;
+            double d = (x - st[i].two_theta_deg) / sig;
+            if (fabs(d) < 8) v += st[i].intensity * exp(-0.5 * d * d) / 100.0;
+        }
+        y[j] = (float)v;
+    }
 }
 
 /* Rutile with a, b +2.5 % and c -2.5 %: sticks of that cell rendered as
@@ -185,15 +228,7 @@ static void render_cell(const pid_structure *s0, double fa, double fc, float *y)
     int n = 0;
     OK(pid_xrd_sticks(s, &o, &st, &n, &err));
     assert_true(n > 10);
-    const double sig = 0.08 / 2.3548;
-    for (int j = 0; j < NPT; j++) {
-        double x = 10.0 + 0.02 * j, v = 0.002;
-        for (int i = 0; i < n; i++) {
-            double d = (x - st[i].two_theta_deg) / sig;
-            if (fabs(d) < 8) v += st[i].intensity * exp(-0.5 * d * d) / 100.0;
-        }
-        y[j] = (float)v;
-    }
+    render_sticks(st, n, 0, y);
     free(st);
     pid_structure_destroy(s);
 }
@@ -246,19 +281,23 @@ static void test_from_sticks(void **state)
         OK(rsd_phase_sticks(p, 10.0, 0.02, NPT, WL[0], 0.035, &st[c], &n, &err));
         int32_t *hkl = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
         double *d = malloc(sizeof(double) * (size_t)(n + 1));
+        float *in = malloc(sizeof(float) * (size_t)(n + 1));
         assert_non_null(hkl);
         assert_non_null(d);
+        assert_non_null(in);
         for (int j = 0; j < n; j++) {
             hkl[3 * j] = st[c][j].h;
             hkl[3 * j + 1] = st[c][j].k;
             hkl[3 * j + 2] = st[c][j].l;
             d[j] = st[c][j].d_angstrom;
+            in[j] = (float)st[c][j].intensity;
         }
         ph[c] = (rsd_phase){.cell = {p->a, p->b, p->c, p->alpha, p->beta, p->gamma},
                             .spacegroup = p->spacegroup_number,
                             .n = n,
                             .hkl = hkl,
-                            .d = d};
+                            .d = d,
+                            .intensity = in};
     }
     rsd_table *t2 = NULL;
     OK(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err));
@@ -274,9 +313,10 @@ static void test_from_sticks(void **state)
         /* the true phase, and with an orthorhombic/monoclinic wrong one (per-axis fits) */
         present[lab[i]] = 1;
         present[(lab[i] + 17) % k] = (uint8_t)(i % 2);
-        double a = rsd_unexplained(tab, x + (size_t)i * NPT, present, scr);
-        double b = rsd_unexplained(t2, x + (size_t)i * NPT, present, scr);
-        assert_true(a == b);
+        rsd_result a, b;
+        rsd_check(tab, x + (size_t)i * NPT, present, scr, &a);
+        rsd_check(t2, x + (size_t)i * NPT, present, scr, &b);
+        assert_true(a.unexplained == b.unexplained && a.missing == b.missing);
         memset(present, 0, (size_t)k);
     }
     rsd_destroy(t2);
@@ -290,6 +330,10 @@ static void test_from_sticks(void **state)
     assert_int_equal(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err),
                      PID_ERR_ARG);
     ((double *)ph[1].d)[0] = d0;
+    ((float *)ph[1].intensity)[0] = NAN; /* and a stick intensity that is not a number */
+    assert_int_equal(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err),
+                     PID_ERR_ARG);
+    ((float *)ph[1].intensity)[0] = 100.0f;
     OK(rsd_create_from(&t2, ph, k, 10.0, 0.02, NPT, 2, WL, WT, 0.035, &err));
     rsd_destroy(t2);
     t2 = NULL;
@@ -301,10 +345,62 @@ static void test_from_sticks(void **state)
         free(st[c]);
         free((void *)ph[c].hkl);
         free((void *)ph[c].d);
+        free((void *)ph[c].intensity);
     }
     free(st);
     free(ph);
     free(x);
+    free(scr);
+    free(present);
+}
+
+/* Spinel LiMn2O4 rendered from its sticks as narrow K-alpha1 Gaussians at
+ * its own cell, once whole and once without the 311 and 400 families: the
+ * missing fraction is 0, then the two families' share of the intensity of
+ * the strong reflections (>= RSD_MISS_MIN_STICK) on the grid. Two phases
+ * reported: no verdict (0). */
+static void test_missing_reflections(void **state)
+{
+    (void)state;
+    const int k = pid_phaselib_count(lib);
+    const int sp = pid_phaselib_index(lib, "LiMn2O4_227");
+    assert_true(sp >= 0);
+    /* the sticks the check uses (same normalization and cutoff) */
+    pid_xrd_stick *st = NULL;
+    int n = 0;
+    OK(rsd_phase_sticks(pid_phaselib_get(lib, sp), 10.0, 0.02, NPT, WL[0], 0.035, &st, &n, &err));
+    double strong = 0.0, gone = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double tt = st[i].two_theta_deg;
+        if (st[i].intensity < RSD_MISS_MIN_STICK || tt < 10.5 || tt > 79.5) continue;
+        strong += st[i].intensity;
+        if ((st[i].h == 3 && st[i].k == 1 && st[i].l == 1) ||
+            (st[i].h == 4 && st[i].k == 0 && st[i].l == 0))
+            gone += st[i].intensity;
+    }
+    assert_true(gone > 0.0 && strong > gone);
+    float *y = malloc(sizeof(float) * NPT), *scr = malloc(sizeof(float) * rsd_scratch_floats(tab));
+    uint8_t *present = calloc((size_t)k, 1);
+    assert_non_null(y);
+    assert_non_null(scr);
+    assert_non_null(present);
+    present[sp] = 1;
+    rsd_result whole, holes, two;
+    render_sticks(st, n, 0, y);
+    rsd_check(tab, y, present, scr, &whole);
+    render_sticks(st, n, 1, y);
+    rsd_check(tab, y, present, scr, &holes);
+    present[pid_phaselib_index(lib, "MgO_225")] = 1;
+    rsd_check(tab, y, present, scr, &two);
+    printf("  spinel whole: missing %.3f; without 311 and 400: missing %.3f (their share %.3f), "
+           "unexplained %.3f; with MgO also reported: %.3f\n",
+           whole.missing, holes.missing, gone / strong, holes.unexplained, two.missing);
+    assert_true(whole.missing == 0.0 && whole.unexplained <= 0.02);
+    assert_true(fabs(holes.missing - gone / strong) <= 0.01);
+    assert_true(holes.unexplained <= 0.02); /* every peak there is still the spinel's */
+    assert_true(two.missing == 0.0);
+    free(st);
+    free(y);
     free(scr);
     free(present);
 }
@@ -326,7 +422,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_true_vs_wrong_phase), cmocka_unit_test(test_out_of_library),
         cmocka_unit_test(test_per_axis_strain),     cmocka_unit_test(test_from_sticks),
-        cmocka_unit_test(test_bad_settings),
+        cmocka_unit_test(test_missing_reflections), cmocka_unit_test(test_bad_settings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -293,8 +293,8 @@ static srv_results *sample_results(int keep)
     const int32_t o0[K] = {1, 0, 2};
     const float p1[K] = {0.5f, 0.25f, 0.25f}, f1[K] = {NAN, 0.0f, 0.0f};
     const int32_t o1[K] = {0, 1, 2};
-    srv_results_set(res, 0, p0, f0, o0, -3.5, 0.0, 0);
-    srv_results_set(res, 1, p1, f1, o1, 1.25, 0.5, 1);
+    srv_results_set(res, 0, p0, f0, o0, -3.5, 0.0, 0.0, 0);
+    srv_results_set(res, 1, p1, f1, o1, 1.25, 0.5, 0.75, 1);
     return res;
 }
 
@@ -338,7 +338,12 @@ static void test_encode_json(void **state)
                         "residual");
     assert_true(fabs(json_real_value(json_array_get(rd, 0)) - 0.0) < 1e-9 &&
                 fabs(json_real_value(json_array_get(rd, 1)) - 0.5) < 1e-9);
-    json_t *ud = json_object_get(json_array_get(outs, 5), "data");
+    json_t *md = json_object_get(json_array_get(outs, 5), "data"); /* missing */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(outs, 5), "name")),
+                        "missing");
+    assert_true(fabs(json_real_value(json_array_get(md, 0)) - 0.0) < 1e-9 &&
+                fabs(json_real_value(json_array_get(md, 1)) - 0.75) < 1e-9);
+    json_t *ud = json_object_get(json_array_get(outs, 6), "data");
     assert_true(json_is_false(json_array_get(ud, 0)) && json_is_true(json_array_get(ud, 1)));
     json_decref(j);
     free(body);

@@ -248,6 +248,10 @@ static void test_learns(void **state)
                 r.residual_threshold <= 1.0);
     assert_true(m->residual_threshold == r.residual_threshold);
     assert_true(m->residual_strain_max > 0 && m->residual_strain_max <= 0.1);
+    /* and its missing-reflection side, from the patterns right with one phase */
+    assert_true(r.missing_threshold >= TRAIN_MISSING_MIN_THRESHOLD && r.missing_threshold <= 1.0);
+    assert_true(m->missing_threshold == r.missing_threshold);
+    assert_non_null(strstr(m->generator, "\"missing_threshold\": "));
     assert_true(r.flagged_known >= 0 && r.flagged_known <= 0.2);
     assert_true(m->train_flops > 0);
     assert_string_equal(m->phases[1].name, "Si_227");
@@ -266,7 +270,7 @@ static void test_learns(void **state)
     assert_true(m->ece == TRAIN_UNCALIBRATED_ECE);
     assert_true(m->unknown_threshold == TRAIN_UNCALIBRATED_THRESHOLD);
     assert_true(m->unknown_auroc == TRAIN_UNCALIBRATED_AUROC);
-    assert_true(m->residual_threshold == 0.0);
+    assert_true(m->residual_threshold == 0.0 && m->missing_threshold == 0.0);
     assert_non_null(strstr(m->generator, "\"calibrated\": false"));
     mf_model_destroy(m);
 }
@@ -492,10 +496,18 @@ static void test_residual_flag(void **state)
             for (int i = 0; i < N; i++) {
                 flag[set] += res->unknown[i];
                 if (off)
-                    assert_true(isnan(res->residual[i]));
+                    assert_true(isnan(res->residual[i]) && isnan(res->missing[i]));
                 else {
+                    const mf_model *mm = cls_model(c);
                     assert_true(res->residual[i] >= 0 && res->residual[i] <= 1);
-                    resid_flag[set] += res->residual[i] > cls_model(c)->residual_threshold;
+                    assert_true(res->missing[i] >= 0 && res->missing[i] <= 1);
+                    /* the flag: energy, residual or missing reflections over their thresholds */
+                    assert_int_equal(
+                        res->unknown[i],
+                        res->unknown_score[i] > mm->unknown_threshold ||
+                            res->residual[i] > mm->residual_threshold ||
+                            (mm->missing_threshold > 0 && res->missing[i] > mm->missing_threshold));
+                    resid_flag[set] += res->residual[i] > mm->residual_threshold;
                     if (set == 0) rk_on[i] = res->residual[i];
                 }
             }
