@@ -58,6 +58,9 @@ static void usage(FILE *f)
            "  --outliers F         outlier exposure: fraction F of every batch (0..0.5) are\n"
            "                       patterns of no phase (random peak sets, amorphous humps)\n"
            "                       trained towards 'none of the phases' (default 0)\n"
+           "  --outliers-lattice S share S (0..1) of those outliers are lattice outliers:\n"
+           "                       relatives of the phases with cells 6-20 %% off and\n"
+           "                       elements swapped, none close to a phase (default 0)\n"
            "  --quiet              no progress display\n\n"
            "augmentation of the simulated patterns (as for phaseid synth xrd; defaults\n"
            "there): --strain PCT, --zero-shift DEG, --displacement S, --size MIN:MAX,\n"
@@ -165,6 +168,10 @@ static int train_cmd(int argc, char **argv, ds_xrd **data_out)
             if (cli_parse_num(v, &d) || d < 0 || d > 0.5)
                 return cli_bad_arg(PROG, opt, v, "expected a fraction in [0, 0.5]");
             o.outlier_frac = d;
+        } else if (!strcmp(opt, "--outliers-lattice")) {
+            if (cli_parse_num(v, &d) || d < 0 || d > 1)
+                return cli_bad_arg(PROG, opt, v, "expected a fraction in [0, 1]");
+            o.outlier_lattice = d;
         } else if (!strcmp(opt, "--grid")) {
             double g[3];
             if (cli_parse_triple(v, g) || g[0] < 0 || g[1] <= g[0] || g[1] >= 180 || g[2] <= 0)

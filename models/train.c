@@ -76,6 +76,9 @@ pid_status train_opts_validate(const train_opts *o, pid_error *err)
     if (!(o->holdout_frac >= 0 && o->holdout_frac < 1))
         return pid_fail(err, PID_ERR_ARG, "train: held-out phase fraction %g (need 0 <= f < 1)",
                         o->holdout_frac);
+    if (!(o->outlier_lattice >= 0 && o->outlier_lattice <= 1))
+        return pid_fail(err, PID_ERR_ARG, "train: lattice outlier share %g (need 0..1)",
+                        o->outlier_lattice);
     if (!(o->outlier_frac >= 0 && o->outlier_frac <= 0.5))
         return pid_fail(err, PID_ERR_ARG, "train: outlier fraction %g (need 0 <= f <= 0.5)",
                         o->outlier_frac);
@@ -208,6 +211,8 @@ typedef struct {
     const train_src *src;
     int batch, threads;
     int n_out;            /* outlier rows at the end of every batch */
+    int n_lat;            /* the first n_lat of them: lattice outliers from lat */
+    pid_xrd_gen *lat;     /* (train_relatives), NULL when n_lat = 0 */
     uint64_t out_seed;    /* their stream */
     k_xrd_grid grid;      /* the generator's grid */
     int64_t step0, steps; /* produce batches for steps [step0, steps) */
@@ -225,9 +230,14 @@ typedef struct {
 static pid_status outliers_fill(const producer *pr, int64_t s, batch_buf *b, pid_error *err)
 {
     const int bsz = pr->batch, k = src_n_phases(pr->src), p = pr->grid.n_points;
-    const int first = bsz - pr->n_out;
-    pid_status st = pid_outlier_patterns(&pr->grid, pr->out_seed, (uint64_t)s * (uint64_t)pr->n_out,
-                                         pr->n_out, b->x + (size_t)first * p, err);
+    const int first = bsz - pr->n_out, nl = pr->n_lat;
+    pid_status st = PID_OK;
+    if (nl > 0)
+        st = pid_xrd_generate(pr->lat, (uint64_t)s * (uint64_t)nl, nl, b->x + (size_t)first * p,
+                              NULL, NULL, NULL, err);
+    if (!st)
+        st = pid_outlier_patterns(&pr->grid, pr->out_seed, (uint64_t)s * (uint64_t)pr->n_out,
+                                  pr->n_out - nl, b->x + (size_t)(first + nl) * p, err);
     if (st) return st;
     for (int i = first; i < bsz; i++) {
         b->lab[i] = -1;
@@ -469,6 +479,69 @@ done:
     return st;
 }
 
+pid_status train_relatives(const pid_phaselib *lib, const pid_xrd_dataset_opts *g, int per_phase,
+                           uint64_t seed, pid_phaselib **out, int *n_rejected, pid_error *err)
+{
+    *out = NULL;
+    *n_rejected = 0;
+    const int k = pid_phaselib_count(lib), m = k * per_phase, all = k + m;
+    if (per_phase < 1 || g->grid.axis != K_XRD_AXIS_TWO_THETA)
+        return pid_fail(err, PID_ERR_ARG, "train: lattice outliers need a 2-theta grid");
+    const double strain = g->aug.enabled ? g->aug.strain_max : 0.0;
+    pid_structure **rel = calloc((size_t)m, sizeof *rel);
+    twin_phase *tp = calloc((size_t)all, sizeof *tp);
+    int32_t **hkl = calloc((size_t)all, sizeof *hkl), *pairs = NULL;
+    float **in = calloc((size_t)all, sizeof *in), *cosv = NULL;
+    uint8_t *drop = calloc((size_t)m, 1);
+    int n_pairs = 0;
+    pid_status st = PID_OK;
+    if (!rel || !tp || !hkl || !in || !drop) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for lattice outliers");
+        goto done;
+    }
+    for (int i = 0; i < m && !st; i++)
+        st = pid_outlier_relative(pid_phaselib_get(lib, i / per_phase), seed, (uint64_t)i, &rel[i],
+                                  err);
+    for (int i = 0; i < all && !st; i++)
+        st = twins_phase_of(i < k ? pid_phaselib_get(lib, i) : rel[i - k], g->grid.x0, g->grid.step,
+                            g->grid.n_points, g->source.wavelength_a[0], strain, &tp[i], &hkl[i],
+                            &in[i], err);
+    if (!st)
+        st = twins_find(tp, all, g->grid.x0, g->grid.step, g->grid.n_points,
+                        g->source.wavelength_a[0], strain, TRAIN_RELATIVE_MAX_COS, &pairs, &cosv,
+                        &n_pairs, err);
+    if (st) goto done;
+    /* pairs are i < j: a relative (j >= k) close to a known phase (i < k) */
+    for (int p = 0; p < n_pairs; p++)
+        if (pairs[2 * p] < k && pairs[2 * p + 1] >= k) drop[pairs[2 * p + 1] - k] = 1;
+    const pid_structure **keep = malloc(sizeof *keep * (size_t)m);
+    int nk = 0;
+    if (!keep) {
+        st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for lattice outliers");
+        goto done;
+    }
+    for (int i = 0; i < m; i++)
+        if (!drop[i]) keep[nk++] = rel[i];
+    *n_rejected = m - nk;
+    if (nk > 0) st = pid_phaselib_from(keep, nk, "(lattice outliers)", out, err);
+    free(keep);
+done:
+    for (int i = 0; i < all; i++) {
+        if (hkl) free(hkl[i]);
+        if (in) free(in[i]);
+    }
+    for (int i = 0; rel && i < m; i++)
+        pid_structure_destroy(rel[i]);
+    free(rel);
+    free(tp);
+    free(hkl);
+    free(in);
+    free(drop);
+    free(pairs);
+    free(cosv);
+    return st;
+}
+
 static pid_status save_model(const char *path, const pid_phaselib *lib, const train_opts *o,
                              const char *canon, const net_spec *spec, net *n, int64_t steps_done,
                              double val_acc, const train_result *cal, const twin_list *tw,
@@ -493,7 +566,8 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              "%g, \"displacement_max\": %g, \"size_nm\": [%g, %g], \"microstrain\": [%g, %g], "
              "\"texture_r\": [%g, %g], \"bg_max\": %g, \"hump_height\": [%g, %g], "
              "\"air_height\": [%g, %g], \"poisson_counts\": [%g, %g], \"impurities_max\": %d, "
-             "\"min_fraction\": %g, \"outlier_frac\": %g, \"calib_widen\": %g, "
+             "\"min_fraction\": %g, \"outlier_frac\": %g, \"outlier_lattice\": %g, "
+             "\"calib_widen\": %g, "
              "\"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
              "\"lr\": %g, \"warmup\": %lld, \"schedule\": \"linear warm-up + cosine\", "
              "\"weight_decay\": %g, \"train_index\": \"step * batch + i\", \"n_val\": %d, "
@@ -504,8 +578,8 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              g->aug.texture_r.hi, g->aug.bg_max, g->aug.hump_height.lo, g->aug.hump_height.hi,
              g->aug.air_height.lo, g->aug.air_height.hi, g->aug.poisson_counts.lo,
              g->aug.poisson_counts.hi, g->aug.impurities_max, g->aug.min_fraction, o->outlier_frac,
-             o->calib_widen, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp, g->debye_waller,
-             o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
+             o->outlier_lattice, o->calib_widen, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp,
+             g->debye_waller, o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
              (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc, cal ? "true" : "false");
     size_t gl = strlen(gen_text);
     if (o->data && !strpbrk(o->data->path, "\"\\") &&
@@ -1168,6 +1242,8 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     const int bsz = o->batch;
     const int threads = o->threads > 0 ? o->threads : (be ? pid_backend_threads(be) : 1);
     pid_xrd_gen *gen = NULL;
+    pid_phaselib *lat_lib = NULL; /* lattice outliers (train_relatives) */
+    pid_xrd_gen *lat_gen = NULL;
     net_spec *spec = NULL;
     net *n = NULL;
     char *canon = NULL;
@@ -1228,6 +1304,22 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     pr.n_out = (int)floor(o->outlier_frac * bsz + 0.5);
     if (pr.n_out >= bsz) pr.n_out = bsz - 1;
     pr.out_seed = pid_rng_mix(o->seed, 0x6f7574ULL);
+    if (pr.n_out > 0 && o->outlier_lattice > 0) {
+        int rejected = 0;
+        pid_xrd_dataset_opts lo = opt.gen;
+        lo.aug.mixtures_max = 1;
+        lo.seed = pid_rng_mix(o->seed, 0x6c6174ULL);
+        if ((st = train_relatives(lib, &opt.gen, TRAIN_RELATIVES_PER_PHASE, lo.seed, &lat_lib,
+                                  &rejected, err)))
+            goto done;
+        if (lat_lib && (st = pid_xrd_gen_create(&lat_gen, lat_lib, &lo, err))) goto done;
+        pr.lat = lat_gen;
+        pr.n_lat = lat_gen ? (int)floor(o->outlier_lattice * pr.n_out + 0.5) : 0;
+        if (!o->quiet)
+            printf("phaseid train: %d lattice outliers (%d too close to a known phase dropped), "
+                   "%d of the %d outlier rows per batch\n",
+                   lat_lib ? pid_phaselib_count(lat_lib) : 0, rejected, pr.n_lat, pr.n_out);
+    }
     pr.grid = opt.gen.grid;
     pr.threads = threads;
     pr.step0 = step0;
@@ -1397,5 +1489,7 @@ done:
     net_spec_destroy(spec);
     free(canon);
     pid_xrd_gen_destroy(gen);
+    pid_xrd_gen_destroy(lat_gen);
+    pid_phaselib_destroy(lat_lib);
     return st;
 }

@@ -93,6 +93,9 @@ typedef struct {
                                         (synth/outlier.h) with "none of them" targets: uniform
                                         probabilities (softmax) or all-absent (sigmoid);
                                         [0, 0.5], 0 = off */
+    double outlier_lattice;          /* the share of those outlier rows that are lattice
+                                        outliers (train_relatives) rather than random peak
+                                        sets; [0, 1], 0 = none */
     double calib_widen;              /* calibration patterns (temperature, ECE, unknown threshold
                                         and AUROC) are drawn with every augmentation range widened
                                         by this factor (pid_augment_widen), so the confidence holds
@@ -170,6 +173,18 @@ pid_status train_split_phases(const char *dir, double frac, uint64_t seed, char 
                               char *unknown_dir, size_t cap, pid_phaselib **known,
                               pid_phaselib **unknown, pid_error *err);
 void train_split_cleanup(const char *known_dir, const char *unknown_dir);
+
+/* Lattice outliers for outlier exposure: up to per_phase relatives of each
+ * phase of lib (pid_outlier_relative, seed) on the generator's grid, less
+ * those whose patterns come within cosine TRAIN_RELATIVE_MAX_COS of a phase
+ * of lib at the augmentation's strain (twins_find), which would teach the
+ * network to doubt a known phase. *out (caller frees) is NULL when none is
+ * left; *n_rejected counts the dropped ones. */
+#define TRAIN_RELATIVE_MAX_COS 0.98
+/* Relatives drawn per phase for training's lattice outliers. */
+#define TRAIN_RELATIVES_PER_PHASE 4
+pid_status train_relatives(const pid_phaselib *lib, const pid_xrd_dataset_opts *g, int per_phase,
+                           uint64_t seed, pid_phaselib **out, int *n_rejected, pid_error *err);
 
 /* Train a network on `lib` (borrowed) with backend `be` (borrowed) and, when
  * out_path is non-NULL, save the final model there (mf_save, every field

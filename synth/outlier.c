@@ -5,6 +5,9 @@
 
 #include <math.h>
 
+#include <stdio.h>
+#include <string.h>
+
 #include "core/rng.h"
 
 /* Philox stream family of the outliers, apart from the augmentation's. */
@@ -86,5 +89,64 @@ pid_status pid_outlier_patterns(const k_xrd_grid *grid, uint64_t seed, uint64_t 
         pid_rng_init(&r, pid_rng_mix(seed, OUTLIER_STREAM_TAG), index0 + (uint64_t)i);
         one_pattern(grid, &r, patterns + (size_t)i * (size_t)grid->n_points);
     }
+    return PID_OK;
+}
+
+/* A cell-length factor 1 -+ u (outlier.h). */
+static double cell_factor(pid_rng *r)
+{
+    double u = pid_rng_range(r, PID_OUTLIER_CELL_MIN, PID_OUTLIER_CELL_MAX);
+    return pid_rng_uniform(r) < 0.5 ? 1.0 - u : 1.0 + u;
+}
+
+pid_status pid_outlier_relative(const pid_structure *s, uint64_t seed, uint64_t index,
+                                pid_structure **out, pid_error *err)
+{
+    *out = NULL;
+    pid_structure *c = NULL;
+    pid_status st = pid_structure_clone(s, &c, err);
+    if (st) return st;
+    pid_rng r;
+    pid_rng_init(&r, seed, (OUTLIER_STREAM_TAG + 1) ^ (index * 0x9e3779b97f4a7c15ULL));
+    const int sg = s->spacegroup_number;
+    if (sg >= 195) {
+        double f = cell_factor(&r);
+        c->a *= f;
+        c->b *= f;
+        c->c *= f;
+    } else if (sg >= 75) {
+        double fa = cell_factor(&r), fc = cell_factor(&r);
+        c->a *= fa;
+        c->b *= fa;
+        c->c *= fc;
+    } else {
+        c->a *= cell_factor(&r);
+        c->b *= cell_factor(&r);
+        c->c *= cell_factor(&r);
+    }
+    /* each element of the structure, in site order, swapped or kept */
+    int from[16], to[16], n = 0;
+    for (int i = 0; i < c->n_sites; i++) {
+        pid_site *p = &c->sites[i];
+        int j = 0;
+        while (j < n && from[j] != p->z)
+            j++;
+        if (j == n && n < 16) {
+            from[n] = p->z;
+            to[n] = pid_rng_uniform(&r) < 0.5 ? 3 + (int)pid_rng_below(&r, 81) : p->z;
+            n++;
+        }
+        if (j < n && to[j] != p->z) {
+            p->z = to[j];
+            p->charge = 0;
+            snprintf(p->element, sizeof p->element, "%s", pid_element_symbol(to[j]));
+        }
+    }
+    char name[PID_NAME_LEN];
+    snprintf(name, sizeof name, "%.*s~%llu", (int)(sizeof name - 24), s->name,
+             (unsigned long long)index);
+    memcpy(c->name, name, sizeof name);
+    pid_structure_update_formula(c);
+    *out = c;
     return PID_OK;
 }

@@ -10,6 +10,7 @@
 
 #include "core/status.h"
 #include "kernels/xrd_render.h"
+#include "synth/structure.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,6 +34,21 @@ extern "C" {
  * (seed, index0 + i). PID_ERR_ARG for a bad grid or n < 0. */
 pid_status pid_outlier_patterns(const k_xrd_grid *grid, uint64_t seed, uint64_t index0, int n,
                                 float *patterns, pid_error *err);
+
+/* Lattice outliers: relatives of a known phase that are none of the known
+ * phases (a crystal the network has not seen, with a lattice behind its
+ * peaks, unlike the random peak sets above). Its cell lengths are scaled by
+ * 1 -+ u, u uniform in [PID_OUTLIER_CELL_MIN, PID_OUTLIER_CELL_MAX] (sign at
+ * random): one factor for cubic cells, a = b and c apart for tetragonal,
+ * trigonal and hexagonal ones, each length apart for lower symmetry, so the
+ * symmetry operations stay valid; each element is replaced by another (Z
+ * 3..83) with probability 1/2, which changes the intensities. Named
+ * "<name>~<index>". *out is owned by the caller (pid_structure_destroy).
+ * Deterministic per (seed, index). */
+#define PID_OUTLIER_CELL_MIN 0.06
+#define PID_OUTLIER_CELL_MAX 0.20
+pid_status pid_outlier_relative(const pid_structure *s, uint64_t seed, uint64_t index,
+                                pid_structure **out, pid_error *err);
 
 #ifdef __cplusplus
 }

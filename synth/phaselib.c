@@ -155,6 +155,31 @@ done:
     return st;
 }
 
+pid_status pid_phaselib_from(const pid_structure *const *phases, int n, const char *dir,
+                             pid_phaselib **out, pid_error *err)
+{
+    *out = NULL;
+    if (n < 1 || !phases) return pid_fail(err, PID_ERR_ARG, "phase library: no phases");
+    pid_phaselib *lib = calloc(1, sizeof *lib);
+    if (!lib || !(lib->phases = calloc((size_t)n, sizeof *lib->phases))) {
+        free(lib);
+        return pid_fail(err, PID_ERR_NOMEM, "phase library: out of memory");
+    }
+    snprintf(lib->dir, sizeof lib->dir, "%s", dir ? dir : "");
+    for (int i = 0; i < n; i++) {
+        pid_structure *c = NULL;
+        pid_status st = pid_structure_clone(phases[i], &c, err);
+        if (st) {
+            pid_phaselib_destroy(lib);
+            return st;
+        }
+        lib->phases[lib->n++] = *c; /* the arrays move into the library */
+        free(c);
+    }
+    *out = lib;
+    return PID_OK;
+}
+
 int pid_phaselib_count(const pid_phaselib *lib)
 {
     return lib ? lib->n : 0;

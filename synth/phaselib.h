@@ -23,6 +23,10 @@ pid_status pid_phaselib_builtin_dir(char *buf, size_t cap, pid_error *err);
  * on failure; free a library with pid_phaselib_destroy. */
 pid_status pid_phaselib_load(const char *dir_or_builtin, pid_phaselib **out, pid_error *err);
 void pid_phaselib_destroy(pid_phaselib *lib); /* accepts NULL */
+/* A library of n structures made in memory (say, pid_outlier_relative's),
+ * cloned; dir names it. */
+pid_status pid_phaselib_from(const pid_structure *const *phases, int n, const char *dir,
+                             pid_phaselib **out, pid_error *err);
 
 int pid_phaselib_count(const pid_phaselib *lib);
 /* Phase i (0-based) or NULL when out of range; owned by the library. */

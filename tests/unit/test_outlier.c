@@ -2,7 +2,12 @@
  * of 1; the stream is reproducible and independent of how a range is split;
  * seeds differ; sharp-peak outliers have between PID_OUTLIER_MIN_PEAKS and
  * PID_OUTLIER_MAX_PEAKS resolved maxima; about PID_OUTLIER_AMORPHOUS_FRAC
- * are smooth (amorphous); bad arguments are refused. */
+ * are smooth (amorphous); bad arguments are refused. Lattice outliers
+ * (pid_outlier_relative): cell lengths scaled by 1 -+ [MIN, MAX] in the
+ * pattern the crystal system allows (one factor cubic, a = b apart from c
+ * uniaxial), angles and atom positions kept, each element swapped
+ * consistently for a valid one, reproducible per (seed, index); a library
+ * made of them in memory (pid_phaselib_from) holds copies. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +20,7 @@
 #include <cmocka.h>
 
 #include "synth/outlier.h"
+#include "synth/phaselib.h"
 
 static const k_xrd_grid GRID = {
     .axis = K_XRD_AXIS_TWO_THETA, .n_points = 3501, .x0 = 10.0f, .step = 0.02f};
@@ -121,6 +127,76 @@ static void test_peak_counts(void **state)
     free(y);
 }
 
+static int factor_ok(double f)
+{
+    const double u = fabs(f - 1.0);
+    return u >= PID_OUTLIER_CELL_MIN - 1e-12 && u <= PID_OUTLIER_CELL_MAX + 1e-12;
+}
+
+static void test_relatives(void **state)
+{
+    (void)state;
+    pid_error err;
+    pid_phaselib *lib = NULL;
+    assert_int_equal(pid_phaselib_load("builtin", &lib, &err), PID_OK);
+    const char *names[] = {"Fe_229", "ZnO_186", "TiO2_136", "CaCO3_62", "CuO_15"};
+    enum { R = 25 };
+    const pid_structure *made[5 * R];
+    pid_structure *own[5 * R];
+    int nm = 0, swapped = 0;
+    for (int p = 0; p < 5; p++) {
+        const pid_structure *s = pid_phaselib_find(lib, names[p]);
+        assert_non_null(s);
+        for (int i = 0; i < R; i++) {
+            pid_structure *r = NULL, *r2 = NULL;
+            assert_int_equal(pid_outlier_relative(s, 11, (uint64_t)(p * R + i), &r, &err), PID_OK);
+            const double fa = r->a / s->a, fb = r->b / s->b, fc = r->c / s->c;
+            assert_true(factor_ok(fa) && factor_ok(fb) && factor_ok(fc));
+            const int sg = s->spacegroup_number;
+            if (sg >= 195) assert_true(fabs(fa - fb) < 1e-12 && fabs(fa - fc) < 1e-12);
+            if (sg >= 75) assert_true(fabs(fa - fb) < 1e-12);
+            assert_true(r->alpha == s->alpha && r->beta == s->beta && r->gamma == s->gamma);
+            assert_int_equal(r->n_sites, s->n_sites);
+            for (int a = 0; a < s->n_sites; a++) {
+                assert_memory_equal(r->sites[a].frac, s->sites[a].frac, sizeof s->sites[a].frac);
+                assert_true(r->sites[a].z >= 1 && r->sites[a].z <= 83);
+                assert_string_equal(r->sites[a].element, pid_element_symbol(r->sites[a].z));
+                swapped += r->sites[a].z != s->sites[a].z;
+                /* one element -> one element */
+                for (int b = 0; b < a; b++)
+                    if (s->sites[b].z == s->sites[a].z)
+                        assert_int_equal(r->sites[b].z, r->sites[a].z);
+            }
+            assert_non_null(strstr(r->name, "~"));
+            /* the same (seed, index): the same relative; another seed: another cell */
+            assert_int_equal(pid_outlier_relative(s, 11, (uint64_t)(p * R + i), &r2, &err), PID_OK);
+            assert_true(r2->a == r->a && r2->c == r->c && r2->sites[0].z == r->sites[0].z);
+            pid_structure_destroy(r2);
+            assert_int_equal(pid_outlier_relative(s, 12, (uint64_t)(p * R + i), &r2, &err), PID_OK);
+            assert_true(r2->a != r->a || r2->c != r->c);
+            pid_structure_destroy(r2);
+            own[nm] = r;
+            made[nm++] = r;
+        }
+    }
+    assert_true(swapped > 0);
+    pid_phaselib *rl = NULL;
+    assert_int_equal(pid_phaselib_from(made, nm, "(relatives)", &rl, &err), PID_OK);
+    assert_int_equal(pid_phaselib_count(rl), nm);
+    assert_string_equal(pid_phaselib_get(rl, 7)->name, made[7]->name);
+    assert_true(pid_phaselib_get(rl, 7)->a == made[7]->a);
+    for (int i = 0; i < nm; i++)
+        pid_structure_destroy(own[i]);
+    /* copies: still readable after the originals are gone */
+    assert_int_equal(pid_phaselib_get(rl, nm - 1)->n_sites,
+                     pid_phaselib_find(lib, "CuO_15")->n_sites);
+    pid_phaselib *none = NULL;
+    assert_int_equal(pid_phaselib_from(made, 0, "", &none, &err), PID_ERR_ARG);
+    assert_null(none);
+    pid_phaselib_destroy(rl);
+    pid_phaselib_destroy(lib);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -146,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_rows_normalized),
         cmocka_unit_test(test_reproducible_and_split_invariant),
         cmocka_unit_test(test_peak_counts),
+        cmocka_unit_test(test_relatives),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -432,7 +432,34 @@ static void test_outlier_exposure(void **state)
     assert_non_null(strstr(m->generator, "\"outlier_frac\": 0.25"));
     assert_non_null(strstr(m->generator, "\"calib_widen\": 1.5"));
     mf_model_destroy(m);
+    /* lattice outliers: relatives of the 4 phases, none close to one of them,
+     * half the outlier rows; the run records the share */
+    pid_phaselib *rel = NULL;
+    int rejected = -1;
+    OK(train_relatives(lib, &o.gen, TRAIN_RELATIVES_PER_PHASE, 5, &rel, &rejected, &err));
+    assert_non_null(rel);
+    assert_int_equal(pid_phaselib_count(rel) + rejected, 4 * TRAIN_RELATIVES_PER_PHASE);
+    for (int i = 0; i < pid_phaselib_count(rel); i++) {
+        const char *nm = pid_phaselib_get(rel, i)->name, *t = strchr(nm, '~');
+        assert_non_null(t);
+        int known = 0;
+        for (int c = 0; c < pid_phaselib_count(lib); c++)
+            known |= !strncmp(nm, pid_phaselib_get(lib, c)->name, (size_t)(t - nm));
+        assert_true(known);
+    }
+    pid_phaselib_destroy(rel);
+    char lat[512];
+    snprintf(lat, sizeof lat, "%s/lat.h5", tmpdir);
+    o.outlier_lattice = 0.5;
+    o.steps = 40;
+    OK(train_run(lib, &o, cpu, lat, NULL, &err));
+    OK(mf_load(lat, &m, &err));
+    assert_non_null(strstr(m->generator, "\"outlier_lattice\": 0.5"));
+    mf_model_destroy(m);
     /* bad settings */
+    o.outlier_lattice = 1.5;
+    assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
+    o.outlier_lattice = 0.0;
     o.outlier_frac = 0.6;
     assert_int_equal(train_opts_validate(&o, &err), PID_ERR_ARG);
     o.outlier_frac = 0.1;
