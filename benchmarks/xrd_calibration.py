@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--lr", default="3e-3")
     ap.add_argument("--mixtures", type=int, default=3)
     ap.add_argument("--outliers", default="0.1")
+    ap.add_argument("--outliers-lattice", default="0.5")
     ap.add_argument("--calib-widen", default="1.5")
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--calib", type=int, default=4000)
@@ -131,7 +132,8 @@ def main():
                      str(a.batch), "--lr", a.lr, "--seed", str(a.seed), "--threads",
                      str(a.threads), "--device", "cpu", "--calib", str(a.calib),
                      "--holdout-phases", str(a.holdout), "--mixtures", str(a.mixtures),
-                     "--outliers", a.outliers, "--calib-widen", a.calib_widen, "--val", "0",
+                     "--outliers", a.outliers, "--outliers-lattice", a.outliers_lattice,
+                     "--calib-widen", a.calib_widen, "--val", "0",
                      "--quiet"]
         if a.model:
             model = os.path.abspath(a.model)
