@@ -392,20 +392,48 @@ static void sin2_windows(const rsd_table *t, const float *x, int np, double z, d
  * unstrained cell; a strain of a few % reorders few), so the first window
  * reaching a stick is found by walking from the previous stick's rather
  * than by bisection, and each stick's sin^2(theta) serves every shift. */
+/* The factors of q[0..5] in sin^2(theta) (rsd_stick) at cell-length scales
+ * sc3: 1/sa^2, 1/sb^2, 1/sc^2, 1/(sa sb), 1/(sa sc), 1/(sb sc). */
+static void cell_inverses(const double sc3[3], double iv[6])
+{
+    iv[0] = 1.0 / (sc3[0] * sc3[0]);
+    iv[1] = 1.0 / (sc3[1] * sc3[1]);
+    iv[2] = 1.0 / (sc3[2] * sc3[2]);
+    iv[3] = 1.0 / (sc3[0] * sc3[1]);
+    iv[4] = 1.0 / (sc3[0] * sc3[2]);
+    iv[5] = 1.0 / (sc3[1] * sc3[2]);
+}
+
+/* sin^2(theta) of stick q at the cell of cell_inverses' iv. */
+static inline double stick_s2(const float *q, const double iv[6])
+{
+    return q[0] * iv[0] + q[1] * iv[1] + q[2] * iv[2] + q[3] * iv[3] + q[4] * iv[4] + q[5] * iv[5];
+}
+
+/* Prominence of the smoothed frame sm[n] at point j: its height over the
+ * higher of the lowest points within wp points either side. */
+static inline float prominence_at(const float *sm, int n, int j, int wp)
+{
+    float ml = sm[j], mr = sm[j];
+    for (int d = 1; d <= wp; d++) {
+        if (j - d >= 0 && sm[j - d] < ml) ml = sm[j - d];
+        if (j + d < n && sm[j + d] < mr) mr = sm[j + d];
+    }
+    return sm[j] - (ml > mr ? ml : mr);
+}
+
 static void explained_cell(const rsd_table *t, int c, const double *const *lo,
                            const double *const *hi, int nw, const float *h, int np,
                            const double sc3[3], uint8_t (*mk)[RSD_MAX_PEAKS], double *v)
 {
     for (int w = 0; w < nw; w++)
         memset(mk[w], 0, (size_t)np);
-    const double i0 = 1.0 / (sc3[0] * sc3[0]), i1 = 1.0 / (sc3[1] * sc3[1]),
-                 i2 = 1.0 / (sc3[2] * sc3[2]), i01 = 1.0 / (sc3[0] * sc3[1]),
-                 i02 = 1.0 / (sc3[0] * sc3[2]), i12 = 1.0 / (sc3[1] * sc3[2]);
+    double iv[6];
+    cell_inverses(sc3, iv);
     const rsd_stick *S = t->sticks[c];
     int at[3] = {0, 0, 0}; /* per shift: first peak whose window reaches the last stick */
     for (int j = 0; j < t->n_st[c]; j++) {
-        const float *q = S[j].q;
-        double s2 = q[0] * i0 + q[1] * i1 + q[2] * i2 + q[3] * i01 + q[4] * i02 + q[5] * i12;
+        double s2 = stick_s2(S[j].q, iv);
         if (!(s2 > 0.0) || s2 >= 1.0) continue;
         for (int w = 0; w < nw; w++) {
             const double *hs = hi[w], *ls = lo[w];
@@ -512,20 +540,7 @@ static double prominence_in(const rsd_table *t, const float *sm, double xa, doub
     int jm = a;
     for (int j = a + 1; j <= b; j++)
         if (sm[j] > sm[jm]) jm = j;
-    const int wp = (int)ceil(1.0 / t->step);
-    float ml = sm[jm], mr = sm[jm];
-    for (int d = 1; d <= wp; d++) {
-        if (jm - d >= 0 && sm[jm - d] < ml) ml = sm[jm - d];
-        if (jm + d < n && sm[jm + d] < mr) mr = sm[jm + d];
-    }
-    return (double)sm[jm] - (double)(ml > mr ? ml : mr);
-}
-
-/* sin^2(theta) of stick q at cell-length scales sc3. */
-static double stick_s2(const float *q, const double sc3[3])
-{
-    return q[0] / (sc3[0] * sc3[0]) + q[1] / (sc3[1] * sc3[1]) + q[2] / (sc3[2] * sc3[2]) +
-           q[3] / (sc3[0] * sc3[1]) + q[4] / (sc3[0] * sc3[2]) + q[5] / (sc3[1] * sc3[2]);
+    return prominence_at(sm, n, jm, (int)ceil(1.0 / t->step));
 }
 
 /* The missing-reflection side for phase c at its fitted cell-length scales
@@ -543,10 +558,11 @@ static double missing_of(const rsd_table *t, int c, const double sc3[3], double 
      * have at most 18 on the 10-80 deg grid) */
     enum { MAXS = 64 };
     const int ns = t->n_strong[c] < MAXS ? t->n_strong[c] : MAXS;
-    double pos[MAXS], in[MAXS];
+    double pos[MAXS], in[MAXS], iv[6];
+    cell_inverses(sc3, iv);
     int m = 0;
     for (int s = 0; s < ns; s++) {
-        double s2 = stick_s2(t->sticks[c][t->strong[c][s] * t->nl].q, sc3);
+        double s2 = stick_s2(t->sticks[c][t->strong[c][s] * t->nl].q, iv);
         if (!(s2 > 0.0) || s2 >= 1.0) continue;
         /* insertion by position (a strain reorders few) */
         double x = 2.0 * asin(sqrt(s2)) * RAD2DEG + z;
@@ -631,12 +647,7 @@ void rsd_check(const rsd_table *t, const float *frame, const uint8_t *present, f
             if (j + a < n && sm[j + a] > v) is_max = 0;
         }
         if (!is_max) continue;
-        float ml = v, mr = v;
-        for (int d = 1; d <= wp; d++) {
-            if (j - d >= 0 && sm[j - d] < ml) ml = sm[j - d];
-            if (j + d < n && sm[j + d] < mr) mr = sm[j + d];
-        }
-        float prom = v - (ml > mr ? ml : mr);
+        float prom = prominence_at(sm, n, j, wp);
         if (!(prom > 0.0f)) continue;
         x[nc] = (float)(t->x0 + t->step * j);
         h[nc] = prom;
