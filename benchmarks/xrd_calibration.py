@@ -210,7 +210,7 @@ def main():
             "commands": log,
             "train": {"steps": a.steps, "batch": a.batch, "lr": a.lr, "arch": a.arch,
                       "mixtures": a.mixtures, "outliers": a.outliers,
-                      "calib_widen": a.calib_widen,
+                      "outliers_lattice": a.outliers_lattice, "calib_widen": a.calib_widen,
                       "grid": GRID, "seed": a.seed, "holdout_frac": a.holdout,
                       "n_calib": a.calib, "seconds": round(t_train, 2),
                       "n_known_phases": len(known), "holdout_phases": held,
