@@ -20,8 +20,10 @@ static void usage(FILE *f)
 {
     fprintf(
         f, "usage: " PROG " --modality xrd --phases DIR|builtin --out MODEL.h5 [options]\n\n"
-           "Trains a network on XRD patterns simulated on the fly (double-buffered worker\n"
-           "threads), AdamW with linear warm-up then cosine decay, and saves the model.\n\n"
+           "Trains a network on XRD patterns simulated on the fly (double-buffered: CPU\n"
+           "worker threads, or with --device cuda the CUDA renderer straight into the\n"
+           "network's input), AdamW with linear warm-up then cosine decay, and saves the\n"
+           "model.\n\n"
            "  --arch SPEC          network spec (default: the built-in XRD CNN; see phaseid arch)\n"
            "  --steps N            optimizer steps (default 1000)\n"
            "  --batch B            patterns per step (default 64)\n"

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/rng.h"
+#include "kernels/xrd_render.h"
 #include "models/calib.h"
 #include "models/modelfile.h"
 #include "models/net.h"
@@ -40,6 +41,7 @@ void train_opts_default(train_opts *o)
     o->n_val = 500;
     o->n_calib = TRAIN_CALIB_DEFAULT_N;
     o->calib_widen = 1.0;
+    o->backend_render = -1;
     pid_xrd_dataset_opts_default(&o->gen);
 }
 
@@ -204,6 +206,11 @@ typedef struct {
     float *x, *mh, *fr;
     float *tgt; /* soft targets [batch, k] (softmax head with outliers), else NULL */
     int32_t *lab;
+    /* Rendering on the backend (producer.render_be): the render parameters
+     * of the phase rows [0, batch - n_out) and then of the lattice outlier
+     * rows (in the lattice generator's reflection table); x then holds only
+     * the random-peak outlier rows. NULL otherwise. */
+    k_xrd_pattern *pats;
     int full;
 } batch_buf;
 
@@ -215,6 +222,7 @@ typedef struct {
     pid_xrd_gen *lat;     /* (train_relatives), NULL when n_lat = 0 */
     uint64_t out_seed;    /* their stream */
     k_xrd_grid grid;      /* the generator's grid */
+    int render_be;        /* 1: draw only; the training thread renders (batch_buf.pats) */
     int64_t step0, steps; /* produce batches for steps [step0, steps) */
     batch_buf buf[2];     /* step s uses buf[s % 2] */
     pthread_mutex_t mu;
@@ -232,7 +240,10 @@ static pid_status outliers_fill(const producer *pr, int64_t s, batch_buf *b, pid
     const int bsz = pr->batch, k = src_n_phases(pr->src), p = pr->grid.n_points;
     const int first = bsz - pr->n_out, nl = pr->n_lat;
     pid_status st = PID_OK;
-    if (nl > 0)
+    if (nl > 0 && pr->render_be)
+        st = pid_xrd_gen_draw(pr->lat, (uint64_t)s * (uint64_t)nl, nl, b->pats + first, NULL, NULL,
+                              NULL, err);
+    else if (nl > 0)
         st = pid_xrd_generate(pr->lat, (uint64_t)s * (uint64_t)nl, nl, b->x + (size_t)first * p,
                               NULL, NULL, NULL, err);
     if (!st)
@@ -267,8 +278,12 @@ static void *producer_run(void *arg)
         if (stop) break;
         pid_error e;
         pid_error_clear(&e);
-        pid_status st = gen_parallel(pr->src, (uint64_t)s * (uint64_t)pr->batch, pr->batch,
-                                     pr->threads, b->x, b->lab, b->mh, b->fr, &e);
+        const uint64_t i0 = (uint64_t)s * (uint64_t)pr->batch;
+        /* drawing is cheap next to rendering: one thread draws for the backend */
+        pid_status st =
+            pr->render_be
+                ? pid_xrd_gen_draw(pr->src->gen, i0, pr->batch, b->pats, b->lab, b->mh, b->fr, &e)
+                : gen_parallel(pr->src, i0, pr->batch, pr->threads, b->x, b->lab, b->mh, b->fr, &e);
         if (!st && pr->n_out > 0) st = outliers_fill(pr, s, b, &e);
         pthread_mutex_lock(&pr->mu);
         if (st) {
@@ -305,6 +320,34 @@ static void producer_release(producer *pr, batch_buf *b)
     b->full = 0;
     pthread_cond_broadcast(&pr->cv);
     pthread_mutex_unlock(&pr->mu);
+}
+
+/* Step input in the network's input buffer `in` (backend memory): the
+ * host rows uploaded, or with render_be the phase rows and the lattice
+ * outlier rows rendered by the backend (from the reflection tables d_refl
+ * and d_lat_refl in its memory) and only the random-peak outlier rows
+ * uploaded. */
+static pid_status batch_input(const producer *pr, pid_backend *be, const batch_buf *b,
+                              const void *d_refl, const void *d_lat_refl, float *in, pid_error *err)
+{
+    const int bsz = pr->batch, p = pr->grid.n_points;
+    if (!pr->render_be)
+        return pid_backend_upload(be, in, b->x, sizeof(float) * (size_t)bsz * (size_t)p, err);
+    const int first = bsz - pr->n_out, nl = pr->n_out > 0 ? pr->n_lat : 0;
+    int nr = 0;
+    pid_xrd_gen_refl(pr->src->gen, &nr);
+    pid_status st = k_xrd_render(be, &pr->grid, d_refl, nr, b->pats, first, in, err);
+    if (!st && nl > 0) {
+        int nlr = 0;
+        pid_xrd_gen_refl(pr->lat, &nlr);
+        st = k_xrd_render(be, pid_xrd_gen_grid(pr->lat), d_lat_refl, nlr, b->pats + first, nl,
+                          in + (size_t)first * (size_t)p, err);
+    }
+    const int r0 = first + nl;
+    if (!st && r0 < bsz)
+        st = pid_backend_upload(be, in + (size_t)r0 * (size_t)p, b->x + (size_t)r0 * (size_t)p,
+                                sizeof(float) * (size_t)(bsz - r0) * (size_t)p, err);
+    return st;
 }
 
 /* ---------------------------------------------------------- helpers */
@@ -567,7 +610,7 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              "\"texture_r\": [%g, %g], \"bg_max\": %g, \"hump_height\": [%g, %g], "
              "\"air_height\": [%g, %g], \"poisson_counts\": [%g, %g], \"impurities_max\": %d, "
              "\"min_fraction\": %g, \"outlier_frac\": %g, \"outlier_lattice\": %g, "
-             "\"calib_widen\": %g, "
+             "\"calib_widen\": %g, \"batch_render\": \"%s\", "
              "\"noise_sigma\": [%g, %g], \"lp\": \"%s\", \"debye_waller\": %d, "
              "\"lr\": %g, \"warmup\": %lld, \"schedule\": \"linear warm-up + cosine\", "
              "\"weight_decay\": %g, \"train_index\": \"step * batch + i\", \"n_val\": %d, "
@@ -578,8 +621,10 @@ static pid_status save_model(const char *path, const pid_phaselib *lib, const tr
              g->aug.texture_r.hi, g->aug.bg_max, g->aug.hump_height.lo, g->aug.hump_height.hi,
              g->aug.air_height.lo, g->aug.air_height.hi, g->aug.poisson_counts.lo,
              g->aug.poisson_counts.hi, g->aug.impurities_max, g->aug.min_fraction, o->outlier_frac,
-             o->outlier_lattice, o->calib_widen, g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp,
-             g->debye_waller, o->lr, (long long)o->warmup, o->weight_decay, o->n_val,
+             o->outlier_lattice, o->calib_widen,
+             o->backend_render > 0 ? "backend renderer" : "CPU worker threads",
+             g->aug.noise_sigma.lo, g->aug.noise_sigma.hi, lp, g->debye_waller, o->lr,
+             (long long)o->warmup, o->weight_decay, o->n_val,
              (unsigned long long)TRAIN_VAL_INDEX_BASE, val_acc, cal ? "true" : "false");
     size_t gl = strlen(gen_text);
     if (o->data && !strpbrk(o->data->path, "\"\\") &&
@@ -1250,6 +1295,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     float *zh = NULL, *vx = NULL, *vmh = NULL, *vfr = NULL;
     int32_t *vlab = NULL;
     void *d_lab = NULL, *d_mh = NULL, *d_fr = NULL, *d_tgt = NULL;
+    void *d_refl = NULL, *d_lat_refl = NULL; /* reflection tables when rendering on the backend */
     producer pr;
     memset(&pr, 0, sizeof pr);
     int pr_sync = 0, pr_started = 0;
@@ -1322,6 +1368,32 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     }
     pr.grid = opt.gen.grid;
     pr.threads = threads;
+    /* Batches rendered by the backend's renderer (the CUDA renderer straight
+     * into the network's input) or by CPU worker threads. */
+    pr.render_be = !o->data && (o->backend_render > 0 || (o->backend_render < 0 && be &&
+                                                          pid_backend_kind(be) == PID_DEVICE_CUDA));
+    opt.backend_render = pr.render_be;
+    o = &opt; /* (the same settings; the provenance records the choice) */
+    if (!o->quiet && pr.render_be)
+        printf("phaseid train: training batches rendered by the %s renderer (validation and "
+               "calibration patterns by CPU threads)\n",
+               be && pid_backend_kind(be) == PID_DEVICE_CUDA ? "CUDA" : "backend's");
+    if (pr.render_be) {
+        int nr = 0, nlr = 0;
+        const k_xrd_refl *refl = pid_xrd_gen_refl(gen, &nr);
+        const k_xrd_refl *lrefl = lat_gen ? pid_xrd_gen_refl(lat_gen, &nlr) : NULL;
+        if ((st = pid_backend_alloc(be, &d_refl, sizeof(k_xrd_refl) * (size_t)(nr > 0 ? nr : 1),
+                                    err)) ||
+            (nr > 0 &&
+             (st = pid_backend_upload(be, d_refl, refl, sizeof(k_xrd_refl) * (size_t)nr, err))))
+            goto done;
+        if (lat_gen &&
+            ((st = pid_backend_alloc(be, &d_lat_refl,
+                                     sizeof(k_xrd_refl) * (size_t)(nlr > 0 ? nlr : 1), err)) ||
+             (nlr > 0 && (st = pid_backend_upload(be, d_lat_refl, lrefl,
+                                                  sizeof(k_xrd_refl) * (size_t)nlr, err)))))
+            goto done;
+    }
     pr.step0 = step0;
     pr.steps = o->steps;
     for (int i = 0; i < 2; i++) {
@@ -1331,8 +1403,10 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         pr.buf[i].fr = malloc(sizeof(float) * kb);
         if (pr.n_out > 0 && head.head == NET_HEAD_SOFTMAX)
             pr.buf[i].tgt = malloc(sizeof(float) * kb);
+        if (pr.render_be) pr.buf[i].pats = malloc(sizeof(k_xrd_pattern) * (size_t)bsz);
         if (!pr.buf[i].x || !pr.buf[i].lab || !pr.buf[i].mh || !pr.buf[i].fr ||
-            (pr.n_out > 0 && head.head == NET_HEAD_SOFTMAX && !pr.buf[i].tgt)) {
+            (pr.n_out > 0 && head.head == NET_HEAD_SOFTMAX && !pr.buf[i].tgt) ||
+            (pr.render_be && !pr.buf[i].pats)) {
             st = pid_fail(err, PID_ERR_NOMEM, "train: out of memory for batch buffers");
             goto done;
         }
@@ -1356,8 +1430,7 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
     for (int64_t s = step0; s < o->steps; s++) {
         batch_buf *b = producer_get(&pr, s, &st, err);
         if (!b) goto done;
-        st =
-            pid_backend_upload(be, net_input_buffer(n), b->x, sizeof(float) * (size_t)bsz * p, err);
+        st = batch_input(&pr, be, b, d_refl, d_lat_refl, net_input_buffer(n), err);
         if (!st) st = pid_backend_upload(be, d_lab, b->lab, sizeof(int32_t) * (size_t)bsz, err);
         if (!st) st = pid_backend_upload(be, d_mh, b->mh, sizeof(float) * kb, err);
         if (!st) st = pid_backend_upload(be, d_fr, b->fr, sizeof(float) * kb, err);
@@ -1471,8 +1544,11 @@ done:
         free(pr.buf[i].mh);
         free(pr.buf[i].fr);
         free(pr.buf[i].tgt);
+        free(pr.buf[i].pats);
     }
     if (be) {
+        pid_backend_free(be, d_refl);
+        pid_backend_free(be, d_lat_refl);
         pid_backend_free(be, d_lab);
         pid_backend_free(be, d_mh);
         pid_backend_free(be, d_fr);

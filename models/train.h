@@ -102,6 +102,14 @@ typedef struct {
                                         on data harder than the training data; >= 1, 1 = the
                                         training ranges */
     int no_residual;                 /* 1: no physics residual check in the model */
+    int backend_render;              /* who renders the training batches: -1 (default) the
+                                        backend's renderer when it is CUDA (the CUDA renderer,
+                                        straight into the network's input; validation and
+                                        calibration patterns stay on the CPU), else CPU worker
+                                        threads; 1 the backend's renderer on any backend (on
+                                        the CPU its one-thread twin: the same patterns bit for
+                                        bit); 0 CPU worker threads. Simulated batches only.
+                                        Recorded in the generator provenance ("batch_render") */
     const ds_xrd *data;              /* train on the rows of this dataset file (models/dataset.h)
                                         instead of simulating (NULL): its phases must be the
                                         library's, in order; training draws rows at random (with

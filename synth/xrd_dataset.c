@@ -566,27 +566,45 @@ int pid_xrd_gen_n_phases(const pid_xrd_gen *g)
     return g->n_phases;
 }
 
-pid_status pid_xrd_generate(const pid_xrd_gen *g, uint64_t index0, int n, float *patterns,
+pid_status pid_xrd_gen_draw(const pid_xrd_gen *g, uint64_t index0, int n, k_xrd_pattern *pats,
                             int32_t *labels, float *multi_hot, float *fractions, pid_error *err)
 {
-    if (n < 1 || !patterns) return pid_fail(err, PID_ERR_ARG, "generator: bad batch (n %d)", n);
+    if (n < 1 || !pats) return pid_fail(err, PID_ERR_ARG, "generator: bad batch (n %d)", n);
     const int k = g->n_phases;
-    k_xrd_pattern *pats = malloc(sizeof *pats * (size_t)n);
-    if (!pats) return pid_fail(err, PID_ERR_NOMEM, "generator: out of memory for %d patterns", n);
     if (multi_hot) memset(multi_hot, 0, sizeof(float) * (size_t)n * (size_t)k);
     if (fractions) memset(fractions, 0, sizeof(float) * (size_t)n * (size_t)k);
-    pid_status st = PID_OK;
-    for (int i = 0; i < n && !st; i++) {
+    for (int i = 0; i < n; i++) {
         pid_aug_label lab;
-        st = pid_augment_draw(&g->o.aug, &g->ctx, g->o.seed, index0 + (uint64_t)i, &pats[i], &lab,
-                              err);
-        if (st) break;
+        pid_status st = pid_augment_draw(&g->o.aug, &g->ctx, g->o.seed, index0 + (uint64_t)i,
+                                         &pats[i], &lab, err);
+        if (st) return st;
         if (labels) labels[i] = lab.n == 1 ? lab.phase[0] : -1;
         for (int c = 0; c < lab.n; c++) {
             if (multi_hot) multi_hot[(size_t)i * k + lab.phase[c]] = 1.0f;
             if (fractions) fractions[(size_t)i * k + lab.phase[c]] = lab.fraction[c];
         }
     }
+    return PID_OK;
+}
+
+const k_xrd_refl *pid_xrd_gen_refl(const pid_xrd_gen *g, int *n_refl)
+{
+    if (n_refl) *n_refl = g->n_refl;
+    return g->refl;
+}
+
+const k_xrd_grid *pid_xrd_gen_grid(const pid_xrd_gen *g)
+{
+    return &g->ctx.grid;
+}
+
+pid_status pid_xrd_generate(const pid_xrd_gen *g, uint64_t index0, int n, float *patterns,
+                            int32_t *labels, float *multi_hot, float *fractions, pid_error *err)
+{
+    if (n < 1 || !patterns) return pid_fail(err, PID_ERR_ARG, "generator: bad batch (n %d)", n);
+    k_xrd_pattern *pats = malloc(sizeof *pats * (size_t)n);
+    if (!pats) return pid_fail(err, PID_ERR_NOMEM, "generator: out of memory for %d patterns", n);
+    pid_status st = pid_xrd_gen_draw(g, index0, n, pats, labels, multi_hot, fractions, err);
     if (!st) st = k_xrd_render_cpu(NULL, &g->ctx.grid, g->refl, g->n_refl, pats, n, patterns, err);
     free(pats);
     return st;

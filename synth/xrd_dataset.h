@@ -88,4 +88,17 @@ int pid_xrd_gen_n_phases(const pid_xrd_gen *g);
 pid_status pid_xrd_generate(const pid_xrd_gen *g, uint64_t index0, int n, float *patterns,
                             int32_t *labels, float *multi_hot, float *fractions, pid_error *err);
 
+/* pid_xrd_generate's draws without the rendering, for rendering elsewhere
+ * (k_xrd_render on a backend: the CUDA renderer on a GPU): the render
+ * parameters pats[n] (host memory) of patterns index0 .. index0 + n - 1 and
+ * their labels as pid_xrd_generate gives them (each may be NULL). The
+ * patterns index into the generator's reflection table (pid_xrd_gen_refl);
+ * rendered by k_xrd_render_cpu on pid_xrd_gen_grid they equal
+ * pid_xrd_generate's bit for bit. */
+pid_status pid_xrd_gen_draw(const pid_xrd_gen *g, uint64_t index0, int n, k_xrd_pattern *pats,
+                            int32_t *labels, float *multi_hot, float *fractions, pid_error *err);
+/* The generator's reflection table (host memory, owned by g) and grid. */
+const k_xrd_refl *pid_xrd_gen_refl(const pid_xrd_gen *g, int *n_refl);
+const k_xrd_grid *pid_xrd_gen_grid(const pid_xrd_gen *g);
+
 #endif

@@ -16,6 +16,7 @@
 
 #include "core/h5.h"
 #include "kernels/backend.h"
+#include "kernels/xrd_render.h"
 #include "models/modelfile.h"
 #include "models/train.h"
 #include "models/calib.h"
@@ -630,6 +631,73 @@ static void test_reproducible(void **state)
     assert_true(memcmp(a, c, sizeof a) != 0);
 }
 
+/* Batches rendered by the backend's renderer (what a CUDA backend does with
+ * the CUDA renderer) instead of CPU worker threads: the generator's draws
+ * rendered by the CPU twin equal its own patterns bit for bit, and a
+ * training run with mixtures, random-peak and lattice outliers gives the
+ * identical loss curve either way (any misplaced row, label or outlier
+ * would change it); the model records which renderer made its batches. On a
+ * CUDA backend the same path runs the CUDA renderer (its parity with the CPU
+ * twin is test_xrd_render's). */
+static void test_backend_render(void **state)
+{
+    (void)state;
+    enum { N = 8, K = 4 };
+    const int p = 1401;
+    train_opts o;
+    small_opts(&o);
+    o.mixtures = 2;
+    pid_xrd_gen *g = NULL;
+    OK(pid_xrd_gen_create(&g, lib, &o.gen, &err));
+    float *x0 = malloc(sizeof(float) * N * (size_t)p), *x1 = malloc(sizeof(float) * N * (size_t)p);
+    float mh0[N * K], mh1[N * K], fr0[N * K], fr1[N * K];
+    int32_t l0[N], l1[N];
+    k_xrd_pattern pats[N];
+    assert_non_null(x0);
+    assert_non_null(x1);
+    OK(pid_xrd_generate(g, 100, N, x0, l0, mh0, fr0, &err));
+    OK(pid_xrd_gen_draw(g, 100, N, pats, l1, mh1, fr1, &err));
+    int nr = 0;
+    const k_xrd_refl *refl = pid_xrd_gen_refl(g, &nr);
+    assert_true(nr > 0);
+    OK(k_xrd_render_cpu(NULL, pid_xrd_gen_grid(g), refl, nr, pats, N, x1, &err));
+    assert_memory_equal(x0, x1, sizeof(float) * N * (size_t)p);
+    assert_memory_equal(l0, l1, sizeof l0);
+    assert_memory_equal(mh0, mh1, sizeof mh0);
+    assert_memory_equal(fr0, fr1, sizeof fr0);
+    assert_int_equal(pid_xrd_gen_draw(g, 0, 0, pats, NULL, NULL, NULL, &err), PID_ERR_ARG);
+    pid_xrd_gen_destroy(g);
+    free(x0);
+    free(x1);
+
+    double a[12], b[12], c[12];
+    o.steps = 12;
+    o.warmup = 3;
+    o.batch = 16;
+    o.n_val = 0;
+    o.n_calib = 0;
+    o.outlier_frac = 0.25;
+    o.outlier_lattice = 0.5;
+    o.loss_curve = a;
+    o.backend_render = 0;
+    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    char path[512];
+    snprintf(path, sizeof path, "%s/backend_render.h5", tmpdir);
+    o.loss_curve = b;
+    o.backend_render = 1;
+    OK(train_run(lib, &o, cpu, path, NULL, &err));
+    assert_memory_equal(a, b, sizeof a);
+    mf_model *m = NULL;
+    OK(mf_load(path, &m, &err));
+    assert_non_null(strstr(m->generator, "\"batch_render\": \"backend renderer\""));
+    mf_model_destroy(m);
+    /* the default on a CPU backend is the worker threads: the same curve */
+    o.loss_curve = c;
+    o.backend_render = -1;
+    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    assert_memory_equal(a, c, sizeof a);
+}
+
 /* Mixtures: sigmoid + fractions head; checkpoint then resume to the end. */
 static void test_mixtures_resume(void **state)
 {
@@ -684,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_outlier_exposure),
         cmocka_unit_test(test_residual_flag),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_backend_render),
         cmocka_unit_test(test_mixtures_resume),
         cmocka_unit_test(test_holdout_calibration),
     };
