@@ -17,7 +17,8 @@
 #             test_net, test_xrd_render run where a device is visible);
 #          3. inference throughput of the built-in model on CUDA, batch 1, 64,
 #             4096, 65536, with and without the physics residual check;
-#          4. simulator throughput (CPU threads, then the CUDA renderer);
+#          4. simulator throughput (CPU threads, then the CUDA renderer), and
+#             HTTP load on CUDA (benchmarks/http_load.py, wrk packed when here);
 #          5. training throughput: the built-in recipe on CUDA for
 #             PHASEID_KIT_STEPS steps (default 2000; 20000 is the full recipe);
 #          then prints a summary and leaves in $OUT (what comes back) the
@@ -56,6 +57,10 @@ pack() {
   stage="$(mktemp -d)"
   mkdir -p "$stage/kit/bin" "$stage/kit/tests" "$stage/kit/lib"
   cp "$bin" "$stage/kit/bin/"
+  # wrk drives the HTTP load benchmark (Debian package 'wrk'; optional)
+  local wrk
+  wrk="$(command -v wrk || true)"
+  [[ -n "$wrk" ]] && cp "$wrk" "$stage/kit/bin/"
   local t tests=()
   for t in "$build"/tests/test_*; do
     [[ -x "$t" && -f "$t" ]] || continue
@@ -63,7 +68,7 @@ pack() {
     tests+=("$t")
   done
   local lib
-  for lib in $(kit_libs "$bin" "${tests[@]}"); do
+  for lib in $(kit_libs "$bin" ${wrk:+"$wrk"} "${tests[@]}"); do
     cp -L "$lib" "$stage/kit/lib/$(basename "$lib")"
   done
   git -C "$ROOT" rev-parse HEAD >"$stage/kit/COMMIT" 2>/dev/null || echo unknown >"$stage/kit/COMMIT"
@@ -72,7 +77,7 @@ pack() {
   tar -C "$stage" -cf - kit | xz -T0 -6 >"$KIT.tmp" && mv "$KIT.tmp" "$KIT"
   rm -rf "$stage"
   echo "gpu-kit: $KIT ($(du -h "$KIT" | cut -f1)): phaseid, ${#tests[@]} test binaries," \
-    "$(kit_libs "$bin" "${tests[@]}" | wc -l) libraries, commit $(cut -c1-12 <<<"$(git -C "$ROOT" rev-parse HEAD)")"
+    "$(kit_libs "$bin" ${wrk:+"$wrk"} "${tests[@]}" | wc -l) libraries, commit $(cut -c1-12 <<<"$(git -C "$ROOT" rev-parse HEAD)")"
   echo "gpu-kit: on the GPU machine: carry [\".carry\"], command: bash scripts/gpu-kit.sh run"
 }
 
@@ -147,6 +152,12 @@ run() {
     echo "== simulator throughput (CPU threads, then CUDA)" | tee -a "$S"
     "$P" bench xrd --device auto --seconds 3 --json "$w/results/xrd_cuda.json" 2>&1 |
       tee "$w/logs/xrd.log" | tail -8 | tee -a "$S"
+    if [[ -x "$K/bin/wrk" ]]; then
+      echo "== HTTP load (KServe binary, wrk), built-in model, CUDA" | tee -a "$S"
+      PATH="$K/bin:$PATH" python3 "$ROOT/benchmarks/http_load.py" --phaseid "$P" \
+        --model "$model" --device cuda --json "$w/results/http_load_cuda.json" 2>&1 |
+        tee "$w/logs/http_load.log" | tail -12 | tee -a "$S"
+    fi
   fi
 
   if [[ "$what" == all || "$what" == train ]]; then
