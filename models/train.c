@@ -333,7 +333,7 @@ static pid_status batch_input(const producer *pr, pid_backend *be, const batch_b
     const int bsz = pr->batch, p = pr->grid.n_points;
     if (!pr->render_be)
         return pid_backend_upload(be, in, b->x, sizeof(float) * (size_t)bsz * (size_t)p, err);
-    const int first = bsz - pr->n_out, nl = pr->n_out > 0 ? pr->n_lat : 0;
+    const int first = bsz - pr->n_out, nl = pr->n_lat; /* n_lat is 0 without outliers */
     int nr = 0;
     pid_xrd_gen_refl(pr->src->gen, &nr);
     pid_status st = k_xrd_render(be, &pr->grid, d_refl, nr, b->pats, first, in, err);

@@ -691,11 +691,15 @@ static void test_backend_render(void **state)
     OK(mf_load(path, &m, &err));
     assert_non_null(strstr(m->generator, "\"batch_render\": \"backend renderer\""));
     mf_model_destroy(m);
-    /* the default on a CPU backend is the worker threads: the same curve */
+    /* the default on a CPU backend is the worker threads (the provenance
+     * says so; the curve is the same either way) */
     o.loss_curve = c;
     o.backend_render = -1;
-    OK(train_run(lib, &o, cpu, NULL, NULL, &err));
+    OK(train_run(lib, &o, cpu, path, NULL, &err));
     assert_memory_equal(a, c, sizeof a);
+    OK(mf_load(path, &m, &err));
+    assert_non_null(strstr(m->generator, "\"batch_render\": \"CPU worker threads\""));
+    mf_model_destroy(m);
 }
 
 /* Mixtures: sigmoid + fractions head; checkpoint then resume to the end. */
