@@ -17,5 +17,5 @@ conv1d(32,k5,p2) bn relu maxpool(2) conv1d(64,k3,p1) bn relu maxpool(2) \
 conv1d(96,k3,p1) bn relu maxpool(2) flatten dense(256) relu dropout(0.2) head"
 mkdir -p "$(dirname "$OUT")"
 exec "$BIN" train --modality xrd --phases builtin --out "$OUT" --arch "$SPEC" \
-  --steps 32000 --batch 128 --lr 3e-3 --seed 7 --grid 10:80:0.02 --mixtures 3 \
+  --steps 44000 --batch 128 --lr 3e-3 --seed 7 --grid 10:80:0.02 --mixtures 3 \
   --outliers 0.1 --outliers-lattice 0.5 --calib-widen 1.5 --val 2000 --calib 4000 --device cpu "$@"
