@@ -506,6 +506,11 @@ static enum MHD_Result infer_start(req *r)
     r->body = NULL;
     if (st) return send_error(r, st == PID_ERR_NOMEM ? 500 : 400, "%s", e.msg);
     const srv_infer_req *q = r->ireq;
+    /* Shed load before preparing the frames: under overload most requests
+     * are turned away, and preparing them would take CPU from the batches
+     * being served. The batcher's own check below stays authoritative. */
+    if (srv_batcher_depth(m->batcher) + q->batch > r->s->cfg.max_queue)
+        return send_error(r, 503, "model %s: queue full", m->name);
     const int64_t n = m->frame_size;
     r->frames = malloc((size_t)q->batch * (size_t)n * sizeof *r->frames);
     if (!r->frames) return send_error(r, 500, "out of memory for %lld frames", (long long)q->batch);

@@ -10,9 +10,10 @@ the server's capacity small enough for a Python client to offer ten times it.
 2. Overload: requests are offered open-loop at 10 C for 4 s from 48
    threads on keep-alive connections. Every request gets an answer (no
    connection error), only 200 or 503 (with Retry-After and a JSON error),
-   the achieved offered rate is at least 9 C, the server keeps completing
-   work (200s at no less than half of C) and stays ready; the success and
-   failure counters of /metrics match the answers exactly.
+   the achieved offered rate is at least 9 C, the model keeps computing
+   (its compute time covers at least 80 % of the overload: shedding does
+   not starve it) and the server stays ready; the success and failure
+   counters of /metrics match the answers exactly.
 3. Deadlines: a second server with --timeout-s 1 and a long queue gets 24
    simultaneous requests (about twice a second of work): the first are
    answered 200, those that waited past 1 s get 504, nothing else.
@@ -147,6 +148,7 @@ def overload(base, cap):
     time.sleep(0.3)  # counters are updated once an answer is fully sent
     s0 = metric(base, 'phaseid_inference_request_success_total{model="xrd-heavy"}')
     f0 = metric(base, 'phaseid_inference_request_failure_total{model="xrd-heavy"}')
+    c0 = metric(base, 'phaseid_compute_duration_seconds_sum{model="xrd-heavy"}')
     th = [threading.Thread(target=run) for _ in range(48)]
     for t in th:
         t.start()
@@ -171,11 +173,20 @@ def overload(base, cap):
     check(all(r[1] == "1" and r[2] for r in results if r[0] == 503),
           "503 without Retry-After: 1 and a JSON error")
     check(offered >= 9.0 * cap, "offered only %.1fx capacity" % (offered / cap))
-    check(ok >= 0.5 * cap * span, "only %d requests served in %.1f s (capacity %.1f/s)"
-          % (ok, span, cap))
     time.sleep(0.3)
     s1 = metric(base, 'phaseid_inference_request_success_total{model="xrd-heavy"}')
     f1 = metric(base, 'phaseid_inference_request_failure_total{model="xrd-heavy"}')
+    c1 = metric(base, 'phaseid_compute_duration_seconds_sum{model="xrd-heavy"}')
+    # Shedding load must not starve the model: from the first request to the
+    # last answer the batcher computes nearly all the time. Its compute time
+    # is wall time, so this holds on a machine shared with other jobs; the
+    # goodput against the closed-loop capacity is printed, not asserted
+    # (speed belongs to the benchmarks).
+    window = max(r[4] + r[3] for r in results) - sends[0]
+    busy = (c1 - c0) / window
+    print("batcher busy %.2f of %.1f s; goodput %.2f of capacity"
+          % (busy, window, ok / (cap * span)), flush=True)
+    check(ok > 0 and busy >= 0.8, "model busy only %.2f of the overload (%d served)" % (busy, ok))
     check(s1 - s0 == ok and f1 - f0 == codes.get(503, 0),
           "metrics: %d successes, %d failures counted for %s" % (s1 - s0, f1 - f0, codes))
     check(http(base, "GET", "/v2/health/ready")[0] == 200, "ready after the overload")
