@@ -14,9 +14,10 @@ the server's capacity small enough for a Python client to offer ten times it.
    (its compute time covers at least 80 % of the overload: shedding does
    not starve it) and the server stays ready; the success and failure
    counters of /metrics match the answers exactly.
-3. Deadlines: a second server with --timeout-s 1 and a long queue gets 24
-   simultaneous requests (about twice a second of work): the first are
-   answered 200, those that waited past 1 s get 504, nothing else.
+3. Deadlines: a second server with --timeout-s 1 and a long queue gets
+   simultaneous requests worth about 2.5 s of work (doubled, at most
+   twice, if none waited past the deadline): the first are answered 200,
+   those that waited past 1 s get 504, nothing else.
 
 Run by ctest with PHASEID_BIN set; exits 1 listing failures.
 """
@@ -192,34 +193,46 @@ def overload(base, cap):
     check(http(base, "GET", "/v2/health/ready")[0] == 200, "ready after the overload")
 
 
+def burst(base, n):
+    """n requests sent at once; [(status, is 200 or a JSON error)]."""
+    out = []
+    lock = threading.Lock()
+    gate = threading.Barrier(n)
+
+    def run():
+        c = Client(base)
+        gate.wait()
+        st, _, b = c.post()
+        with lock:
+            out.append((st, st == 200 or bool(json_error(b))))
+
+    th = [threading.Thread(target=run) for _ in range(n)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    return out
+
+
 def deadlines(models):
     proc, base = start_server(models, ["--timeout-s", "1", "--max-queue", "8192",
                                        "--max-batch", "64"])
     try:
         cap = capacity(base, seconds=1.5, n=2)
-        # enough simultaneous work for about 2.5 s of queue
+        # enough simultaneous work for about 2.5 s of queue; on a machine
+        # shared with other jobs the capacity can change after it was
+        # measured, so a burst that finished inside the deadline is doubled
         n = max(6, int(2.5 * cap) + 2)
-        out = []
-        lock = threading.Lock()
-        gate = threading.Barrier(n)
-
-        def run():
-            c = Client(base)
-            gate.wait()
-            st, _, b = c.post()
-            with lock:
-                out.append((st, st == 200 or bool(json_error(b))))
-
-        th = [threading.Thread(target=run) for _ in range(n)]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join()
-        codes = {}
-        for st, _ in out:
-            codes[st] = codes.get(st, 0) + 1
-        print("deadline 1 s, %d simultaneous requests at %.1f req/s: %s" % (n, cap, codes),
-              flush=True)
+        for _ in range(3):
+            out = burst(base, n)
+            codes = {}
+            for st, _ in out:
+                codes[st] = codes.get(st, 0) + 1
+            print("deadline 1 s, %d simultaneous requests at %.1f req/s: %s" % (n, cap, codes),
+                  flush=True)
+            if codes.get(504, 0) > 0 or set(codes) - {200}:
+                break
+            n = min(240, 2 * n)
         check(set(codes) <= {200, 504}, "deadline statuses %s" % codes)
         check(codes.get(200, 0) > 0 and codes.get(504, 0) > 0, "deadline: both 200 and 504 %s"
               % codes)
