@@ -97,6 +97,10 @@ def json_cases(base):
     expect(base, 400, infer_json([pat_input([5.0] * N)]), what="flat pattern")
     big = [pattern(i % 8) for i in range(65)]
     expect(base, 400, infer_json([pat_input(big, shape=[65, N])]), what="batch over the queue")
+    st, h, b = http(base, "POST", "/v2/models/xrd-tiny/infer",
+                    infer_json([pat_input(big[:64], shape=[64, N])]))
+    check(st == 200 and json.loads(b)["outputs"][0]["shape"][0] == 64,
+          "a batch that fills the idle queue exactly is served: %s %r" % (st, b[:200]))
     expect(base, 404, infer_json([pat_input(p)]), path="/v2/models/nope/infer",
            what="unknown model")
     good_request(base, "JSON cases")
