@@ -215,7 +215,7 @@ def burst(base, n):
 
 
 def deadlines(models):
-    proc, base = start_server(models, ["--timeout-s", "1", "--max-queue", "8192",
+    proc, base = start_server(models, ["--timeout-s", "1", "--max-queue", "16384",
                                        "--max-batch", "64"])
     try:
         cap = capacity(base, seconds=1.5, n=2)
@@ -232,7 +232,7 @@ def deadlines(models):
                   flush=True)
             if codes.get(504, 0) > 0 or set(codes) - {200}:
                 break
-            n = min(240, 2 * n)
+            n = min(240, 2 * n)  # 240 x 64 frames fit the queue of 16384
         check(set(codes) <= {200, 504}, "deadline statuses %s" % codes)
         check(codes.get(200, 0) > 0 and codes.get(504, 0) > 0, "deadline: both 200 and 504 %s"
               % codes)
