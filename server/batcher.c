@@ -243,6 +243,12 @@ fail:
     return st;
 }
 
+/* The admission rule (b->mu held). */
+static int fits(const srv_batcher *b, int64_t n)
+{
+    return b->depth + n <= b->o.max_queue;
+}
+
 pid_status srv_batcher_submit(srv_batcher *b, srv_job *job, srv_space_fn on_space, void *user,
                               int *queued, pid_error *err)
 {
@@ -261,7 +267,7 @@ pid_status srv_batcher_submit(srv_batcher *b, srv_job *job, srv_space_fn on_spac
     pthread_mutex_lock(&b->mu);
     if (b->closed) {
         *queued = -1;
-    } else if (b->depth + job->n <= b->o.max_queue) {
+    } else if (fits(b, job->n)) {
         job->t_submit_s = pid_mono_s();
         if (b->tail)
             b->tail->next_ = job;
@@ -292,6 +298,14 @@ int64_t srv_batcher_depth(srv_batcher *b)
     int64_t d = b->depth;
     pthread_mutex_unlock(&b->mu);
     return d;
+}
+
+int srv_batcher_has_room(srv_batcher *b, int64_t n)
+{
+    pthread_mutex_lock(&b->mu);
+    int ok = fits(b, n);
+    pthread_mutex_unlock(&b->mu);
+    return ok;
 }
 
 const cls_classifier *srv_batcher_classifier(const srv_batcher *b)

@@ -89,6 +89,10 @@ pid_status srv_batcher_submit(srv_batcher *b, srv_job *job, srv_space_fn on_spac
 
 /* Frames waiting now. */
 int64_t srv_batcher_depth(srv_batcher *b);
+/* 1 when the queue has room for a job of n frames now: srv_batcher_submit's
+ * test, for turning work away before preparing it. Advisory (the queue can
+ * change before a submit) and blind to closing, which submit reports. */
+int srv_batcher_has_room(srv_batcher *b, int64_t n);
 /* The classifier (for preprocessing from other threads: cls_prepare_* and
  * cls_model only read the model). */
 const cls_classifier *srv_batcher_classifier(const srv_batcher *b);

@@ -509,7 +509,7 @@ static enum MHD_Result infer_start(req *r)
     /* Shed load before preparing the frames: under overload most requests
      * are turned away, and preparing them would take CPU from the batches
      * being served. The batcher's own check below stays authoritative. */
-    if (srv_batcher_depth(m->batcher) + q->batch > r->s->cfg.max_queue)
+    if (!srv_batcher_has_room(m->batcher, q->batch))
         return send_error(r, 503, "model %s: queue full", m->name);
     const int64_t n = m->frame_size;
     r->frames = malloc((size_t)q->batch * (size_t)n * sizeof *r->frames);

@@ -331,9 +331,14 @@ static void test_full_expired_closed(void **state)
     space_calls = 0;
     int queued;
     assert_int_equal(srv_batcher_submit(b, &big, NULL, NULL, &queued, &err), PID_ERR_ARG);
+    /* has_room answers what submit would: 4 frames fit the empty queue, 5
+     * never do, and none once it holds 4 */
+    assert_true(srv_batcher_has_room(b, 4));
+    assert_false(srv_batcher_has_room(b, 5));
     assert_int_equal(srv_batcher_submit(b, &a, NULL, NULL, &queued, &err), PID_OK);
     assert_int_equal(queued, 1);
     assert_int_equal(srv_batcher_depth(b), 4);
+    assert_false(srv_batcher_has_room(b, 1));
     assert_int_equal(srv_batcher_submit(b, &c, on_space, NULL, &queued, &err), PID_OK);
     assert_int_equal(queued, 0); /* full */
     assert_int_equal(space_calls, 0);
