@@ -33,8 +33,7 @@ pid_status pid_cuda_sync_impl(pid_backend *be, pid_error *err)
 }
 #endif
 
-/* The best vector level this CPU supports (and the compiler can target). */
-static pid_cpu_isa detect_cpu_isa(void)
+pid_cpu_isa pid_cpu_isa_detect(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     if (__builtin_cpu_supports("avx512f")) return PID_CPU_ISA_AVX512;
@@ -82,7 +81,7 @@ pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads
     if (online < 1) online = 1;
     be->n_threads = (n_threads > 0 && n_threads < online) ? n_threads : (int)online;
     be->kind = use_cuda ? PID_DEVICE_CUDA : PID_DEVICE_CPU;
-    be->cpu_isa = detect_cpu_isa();
+    be->cpu_isa = pid_cpu_isa_detect();
     if (use_cuda) {
         pid_status st = pid_cuda_init_impl(be, err);
         if (st) {
@@ -130,7 +129,7 @@ pid_cpu_isa pid_backend_cpu_isa(const pid_backend *be)
 
 pid_cpu_isa pid_backend_set_cpu_isa(pid_backend *be, pid_cpu_isa max)
 {
-    pid_cpu_isa best = detect_cpu_isa();
+    pid_cpu_isa best = pid_cpu_isa_detect();
     be->cpu_isa = max < best ? max : best;
     return be->cpu_isa;
 }

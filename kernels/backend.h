@@ -43,6 +43,9 @@ pid_cpu_isa pid_backend_cpu_isa(const pid_backend *be);
 pid_cpu_isa pid_backend_set_cpu_isa(pid_backend *be, pid_cpu_isa max);
 /* "generic", "avx2" or "avx512". */
 const char *pid_cpu_isa_name(pid_cpu_isa isa);
+/* The best vector level this CPU supports (and the compiler can target),
+ * for CPU code outside a backend. */
+pid_cpu_isa pid_cpu_isa_detect(void);
 
 /* 1 if this build includes the CUDA backend; number of visible CUDA devices
  * (0 when none or not built). */

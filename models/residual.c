@@ -7,7 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/backend.h"
 #include "synth/xrd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define RSD_X86 1
+#define RSD_TARGET(isa) __attribute__((target(isa)))
+#endif
 
 #define RSD_SCALE_STEP 0.001
 /* Lattice scales are scanned every RSD_COARSE steps first, then step by step
@@ -47,6 +54,9 @@ struct rsd_table {
     int *n_strong;      /* [k] reflections of the missing-reflection check */
     int **strong;       /* [k][n_strong[c]] their indices j (line 0) */
     float **strong_int; /* [k][n_strong[c]] their intensities (strongest = 100) */
+    double **qd;        /* [k][6 n_st[c]] the sticks' q as doubles, by term: q_t of stick j
+                         * at qd[c][t n_st[c] + j] (vector loads in explained_cell) */
+    pid_cpu_isa isa;    /* vector level of explained_cell and box_mean */
 };
 
 void rsd_destroy(rsd_table *t)
@@ -59,7 +69,9 @@ void rsd_destroy(rsd_table *t)
         if (t->sticks) free(t->sticks[c]);
         if (t->strong) free(t->strong[c]);
         if (t->strong_int) free(t->strong_int[c]);
+        if (t->qd) free(t->qd[c]);
     }
+    free(t->qd);
     free(t->sticks);
     free(t->n_free);
     free(t->strong);
@@ -71,6 +83,13 @@ void rsd_destroy(rsd_table *t)
 int rsd_n_phases(const rsd_table *t)
 {
     return t->k;
+}
+
+pid_cpu_isa rsd_set_cpu_isa(rsd_table *t, pid_cpu_isa max)
+{
+    pid_cpu_isa best = pid_cpu_isa_detect();
+    t->isa = max < best ? max : best;
+    return t->isa;
 }
 
 /* Zero shifts on the 0.1 deg grid the fits use: -RSD_NZ..RSD_NZ tenths. */
@@ -237,9 +256,11 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
     t->n_strong = calloc((size_t)k, sizeof *t->n_strong);
     t->strong = calloc((size_t)k, sizeof *t->strong);
     t->strong_int = calloc((size_t)k, sizeof *t->strong_int);
+    t->qd = calloc((size_t)k, sizeof *t->qd);
+    t->isa = pid_cpu_isa_detect();
     pid_status s = PID_OK;
     if (!t->n_st || !t->off || !t->n_free || !t->sticks || !t->n_strong || !t->strong ||
-        !t->strong_int) {
+        !t->strong_int || !t->qd) {
         s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
         goto done;
     }
@@ -253,7 +274,8 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
         const int sg = P->spacegroup;
         t->n_free[c] = sg >= 195 ? 1 : sg >= 75 ? 2 : 3;
         t->sticks[c] = malloc(sizeof(rsd_stick) * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
-        if (!t->sticks[c]) {
+        t->qd[c] = malloc(sizeof(double) * 6 * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
+        if (!t->sticks[c] || !t->qd[c]) {
             s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
             goto done;
         }
@@ -270,6 +292,8 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
                 q->q[3] = (float)(l4 * 2.0 * gs[0][1] * hh[0] * hh[1]);
                 q->q[4] = (float)(l4 * 2.0 * gs[0][2] * hh[0] * hh[2]);
                 q->q[5] = (float)(l4 * 2.0 * gs[1][2] * hh[1] * hh[2]);
+                for (int e = 0; e < 6; e++) /* exact: the same values explained_cell used */
+                    t->qd[c][(size_t)e * t->n_st[c] + j * nl + l] = q->q[e];
             }
         }
         int ns_c = 0;
@@ -382,16 +406,13 @@ static void sin2_windows(const rsd_table *t, const float *x, int np, double z, d
         lo[i] = sa * sa;
         hi[i] = sb * sb;
     }
+    /* up to a whole vector of 8: windows that hold nothing (explained_cell) */
+    for (int i = np; i < ((np + 7) & ~7); i++) {
+        lo[i] = INFINITY;
+        hi[i] = -INFINITY;
+    }
 }
 
-/* Explained intensity v[w] of peaks (h: np, sorted by position) by the
- * sticks of phase c for cell-length scales sc3[3], for nw (<= 3) zero shifts
- * at once: lo[w]/hi[w] are the peaks' sin^2(theta) windows for shift w
- * (sin2_windows). Each stick marks the peaks whose window holds it in mk[w]
- * (reset here). The sticks come nearly in order of angle (sorted at the
- * unstrained cell; a strain of a few % reorders few), so the first window
- * reaching a stick is found by walking from the previous stick's rather
- * than by bisection, and each stick's sin^2(theta) serves every shift. */
 /* The factors of q[0..5] in sin^2(theta) (rsd_stick) at cell-length scales
  * sc3: 1/sa^2, 1/sb^2, 1/sc^2, 1/(sa sb), 1/(sa sc), 1/(sb sc). */
 static void cell_inverses(const double sc3[3], double iv[6])
@@ -410,6 +431,75 @@ static inline double stick_s2(const float *q, const double iv[6])
     return q[0] * iv[0] + q[1] * iv[1] + q[2] * iv[2] + q[3] * iv[3] + q[4] * iv[4] + q[5] * iv[5];
 }
 
+/* Points box_mean and the peak picking take at a time (stack buffers). */
+#define RSD_BLOCK 256
+
+/* dst[j] = mean of src over [j - hb, j + hb] within [0, n), summed in
+ * double. Each point's sum is taken afresh, a block at a time, so the
+ * loops vectorize; a running sum (add the entering point, drop the leaving
+ * one) is one long chain of dependent additions and was a quarter of this
+ * check's own time. Compiled for each vector level (box_mean); additions
+ * and one product per point, so every level gives the same values. */
+static inline __attribute__((always_inline)) void box_mean_body(const float *src, float *dst, int n,
+                                                                int hb)
+{
+    const double inv = 1.0 / (2 * hb + 1);
+    double acc[RSD_BLOCK];
+    for (int j0 = 0; j0 < n; j0 += RSD_BLOCK) {
+        const int m = n - j0 < RSD_BLOCK ? n - j0 : RSD_BLOCK;
+        /* points i of the block whose window is whole: in_lo <= i < in_hi */
+        const int in_lo = hb - j0 > 0 ? (hb - j0 < m ? hb - j0 : m) : 0;
+        const int in_hi = n - hb - j0 < m ? (n - hb - j0 > in_lo ? n - hb - j0 : in_lo) : m;
+        for (int i = in_lo; i < in_hi; i++)
+            acc[i] = 0.0;
+        for (int d = -hb; d <= hb; d++) {
+            const float *s = src + j0 + d;
+            for (int i = in_lo; i < in_hi; i++)
+                acc[i] += s[i];
+        }
+        for (int i = in_lo; i < in_hi; i++)
+            dst[j0 + i] = (float)(acc[i] * inv);
+        for (int i = 0; i < m; i++) { /* near either end: the window is cut */
+            if (i == in_lo) i = in_hi;
+            if (i >= m) break;
+            const int j = j0 + i, lo = j - hb < 0 ? 0 : j - hb,
+                      hi = j + hb > n - 1 ? n - 1 : j + hb;
+            double sum = 0.0;
+            for (int k = lo; k <= hi; k++)
+                sum += src[k];
+            dst[j] = (float)(sum / (hi - lo + 1));
+        }
+    }
+}
+
+#ifdef RSD_X86
+RSD_TARGET("avx512f")
+static void box_mean_avx512(const float *src, float *dst, int n, int hb)
+{
+    box_mean_body(src, dst, n, hb);
+}
+RSD_TARGET("avx2")
+static void box_mean_avx2(const float *src, float *dst, int n, int hb)
+{
+    box_mean_body(src, dst, n, hb);
+}
+#endif
+
+static void box_mean(const rsd_table *t, const float *src, float *dst, int n, int hb)
+{
+#ifdef RSD_X86
+    if (t->isa >= PID_CPU_ISA_AVX512) {
+        box_mean_avx512(src, dst, n, hb);
+        return;
+    }
+    if (t->isa >= PID_CPU_ISA_AVX2) {
+        box_mean_avx2(src, dst, n, hb);
+        return;
+    }
+#endif
+    box_mean_body(src, dst, n, hb);
+}
+
 /* Prominence of the smoothed frame sm[n] at point j: its height over the
  * higher of the lowest points within wp points either side. */
 static inline float prominence_at(const float *sm, int n, int j, int wp)
@@ -422,14 +512,112 @@ static inline float prominence_at(const float *sm, int n, int j, int wp)
     return sm[j] - (ml > mr ? ml : mr);
 }
 
+/* Sticks explained_cell takes at a time (its stack buffer). */
+#define RSD_CHUNK 256
+
+/* sin^2(theta) of sticks j0..j0+m-1 (of n, by term as in rsd_table.qd) at
+ * the cell of iv, exactly as stick_s2 gives it (the same products summed
+ * in the same order); values no window can hold (<= 0, >= 1, NaN) become
+ * -1, below every window (lo >= 0). */
+static void chunk_s2(const double *qc, int64_t n, int j0, int m, const double iv[6], double *s2)
+{
+    const double *q0 = qc + j0, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n, *q4 = q3 + n,
+                 *q5 = q4 + n;
+    for (int j = 0; j < m; j++) {
+        double v = q0[j] * iv[0] + q1[j] * iv[1] + q2[j] * iv[2] + q3[j] * iv[3] + q4[j] * iv[4] +
+                   q5[j] * iv[5];
+        s2[j] = v > 0.0 && v < 1.0 ? v : -1.0;
+    }
+}
+
+#ifdef RSD_X86
+/* For each shift w, bit i of bits[w] is set when some s2[j] (j < m) lies in
+ * [lo[w][i], hi[w][i]]; np <= 64, windows padded to a multiple of 8
+ * (sin2_windows). Compares only, so every vector level finds the same bits. */
+RSD_TARGET("avx512f")
+static void hits_avx512(const double *s2, int m, const double *const *lo, const double *const *hi,
+                        int nw, int np, uint64_t *bits)
+{
+    const int nb = (np + 7) >> 3;
+    for (int w = 0; w < nw; w++)
+        for (int b = 0; b < nb; b++) {
+            const __m512d l = _mm512_loadu_pd(lo[w] + 8 * b), h = _mm512_loadu_pd(hi[w] + 8 * b);
+            __mmask8 k = 0;
+            for (int j = 0; j < m; j++) {
+                const __m512d v = _mm512_set1_pd(s2[j]);
+                k |=
+                    _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(l, v, _CMP_LE_OQ), h, v, _CMP_GE_OQ);
+            }
+            bits[w] |= (uint64_t)k << (8 * b);
+        }
+}
+
+RSD_TARGET("avx2")
+static void hits_avx2(const double *s2, int m, const double *const *lo, const double *const *hi,
+                      int nw, int np, uint64_t *bits)
+{
+    const int nb = (np + 3) >> 2;
+    for (int w = 0; w < nw; w++)
+        for (int b = 0; b < nb; b++) {
+            const __m256d l = _mm256_loadu_pd(lo[w] + 4 * b), h = _mm256_loadu_pd(hi[w] + 4 * b);
+            __m256d k = _mm256_setzero_pd();
+            for (int j = 0; j < m; j++) {
+                const __m256d v = _mm256_set1_pd(s2[j]);
+                k = _mm256_or_pd(k, _mm256_and_pd(_mm256_cmp_pd(l, v, _CMP_LE_OQ),
+                                                  _mm256_cmp_pd(h, v, _CMP_GE_OQ)));
+            }
+            bits[w] |= (uint64_t)_mm256_movemask_pd(k) << (4 * b);
+        }
+}
+#endif
+
+/* Explained intensity v[w] of peaks (h: np, sorted by position) by the
+ * sticks of phase c for cell-length scales sc3[3], for nw (<= 3) zero shifts
+ * at once: lo[w]/hi[w] are the peaks' sin^2(theta) windows for shift w
+ * (sin2_windows). Each stick marks the peaks whose window holds it in mk[w]
+ * (reset here).
+ *
+ * With AVX2 or AVX-512 and at most 64 peaks (the usual case: ~10 on
+ * mixtures), every stick is compared with every window at once, branch
+ * free, into a bit mask per shift. Otherwise the sticks, which come nearly
+ * in order of angle (sorted at the unstrained cell; a strain of a few %
+ * reorders few), walk the windows from the previous stick's first one.
+ * Both give the same marks: a peak is marked when lo <= s2 <= hi for some
+ * stick. On the built-in model's mixtures (AMD EPYC, perf) the walk, with
+ * its data-dependent branches, was half of the residual check's time. */
 static void explained_cell(const rsd_table *t, int c, const double *const *lo,
                            const double *const *hi, int nw, const float *h, int np,
                            const double sc3[3], uint8_t (*mk)[RSD_MAX_PEAKS], double *v)
 {
-    for (int w = 0; w < nw; w++)
-        memset(mk[w], 0, (size_t)np);
     double iv[6];
     cell_inverses(sc3, iv);
+#ifdef RSD_X86
+    if (np <= 64 && t->isa >= PID_CPU_ISA_AVX2) {
+        const double *qc = t->qd[c];
+        const int mc = t->n_st[c];
+        uint64_t bits[3] = {0, 0, 0};
+        double s2[RSD_CHUNK];
+        for (int j0 = 0; j0 < mc; j0 += RSD_CHUNK) {
+            const int m = mc - j0 < RSD_CHUNK ? mc - j0 : RSD_CHUNK;
+            chunk_s2(qc, mc, j0, m, iv, s2);
+            if (t->isa >= PID_CPU_ISA_AVX512)
+                hits_avx512(s2, m, lo, hi, nw, np, bits);
+            else
+                hits_avx2(s2, m, lo, hi, nw, np, bits);
+        }
+        for (int w = 0; w < nw; w++) {
+            double sum = 0.0;
+            for (int i = 0; i < np; i++) {
+                mk[w][i] = (uint8_t)(bits[w] >> i & 1u);
+                if (mk[w][i]) sum += h[i];
+            }
+            v[w] = sum;
+        }
+        return;
+    }
+#endif
+    for (int w = 0; w < nw; w++)
+        memset(mk[w], 0, (size_t)np);
     const rsd_stick *S = t->sticks[c];
     int at[3] = {0, 0, 0}; /* per shift: first peak whose window reaches the last stick */
     for (int j = 0; j < t->n_st[c]; j++) {
@@ -619,40 +807,40 @@ void rsd_check(const rsd_table *t, const float *frame, const uint8_t *present, f
      * needed: a peak's weight is its prominence over the local minima, which
      * a smooth background does not change. */
     const int hb = (int)ceil(0.05 / t->step);
-    for (int pass = 0; pass < 2; pass++) {
-        const float *src = pass == 0 ? frame : x;
-        float *dst = pass == 0 ? x : sm;
-        double acc = 0.0;
-        int lo = 0, hi = -1;
-        for (int j = 0; j < n; j++) {
-            while (hi < j + hb && hi < n - 1)
-                acc += src[++hi];
-            while (lo < j - hb)
-                acc -= src[lo++];
-            dst[j] = (float)(acc / (hi - lo + 1));
-        }
-    }
+    box_mean(t, frame, x, n, hb);
+    box_mean(t, x, sm, n, hb);
     /* local maxima within +-RSD_TOL_DEG and their prominence (height above
      * the higher of the lowest points within 1 deg either side); kept when
-     * it is at least RSD_MIN_PEAK of the largest prominence */
+     * it is at least RSD_MIN_PEAK of the largest prominence. A block of
+     * points at a time, the nearest neighbours are compared first with no
+     * branch (on a slope one of them is higher, so few points remain); the
+     * branches of a point-by-point test were a third of this check's own
+     * time. */
     const int w = (int)ceil(RSD_TOL_DEG / t->step), wp = (int)ceil(1.0 / t->step);
     int nc = 0;
     float pmax = 0.0f;
-    for (int j = 0; j < n && nc < RSD_MAX_PEAKS; j++) {
-        float v = sm[j];
-        /* nearest neighbours first: on a slope one of them is higher */
-        int is_max = 1;
-        for (int a = 1; a <= w && is_max; a++) {
-            if (j - a >= 0 && sm[j - a] >= v) is_max = 0; /* ties: the first one is the maximum */
-            if (j + a < n && sm[j + a] > v) is_max = 0;
+    for (int j0 = 0; j0 < n && nc < RSD_MAX_PEAKS; j0 += RSD_BLOCK) {
+        const int jn = n - j0 < RSD_BLOCK ? n : j0 + RSD_BLOCK;
+        int32_t cand[RSD_BLOCK];
+        /* ties: the first one is the maximum */
+        for (int j = j0; j < jn; j++)
+            cand[j - j0] = (j == 0 || !(sm[j - 1] >= sm[j])) & (j == n - 1 || !(sm[j + 1] > sm[j]));
+        for (int j = j0; j < jn && nc < RSD_MAX_PEAKS; j++) {
+            if (!cand[j - j0]) continue;
+            const float v = sm[j];
+            int is_max = 1;
+            for (int a = 2; a <= w && is_max; a++) {
+                if (j - a >= 0 && sm[j - a] >= v) is_max = 0;
+                if (j + a < n && sm[j + a] > v) is_max = 0;
+            }
+            if (!is_max) continue;
+            float prom = prominence_at(sm, n, j, wp);
+            if (!(prom > 0.0f)) continue;
+            x[nc] = (float)(t->x0 + t->step * j);
+            h[nc] = prom;
+            if (prom > pmax) pmax = prom;
+            nc++;
         }
-        if (!is_max) continue;
-        float prom = prominence_at(sm, n, j, wp);
-        if (!(prom > 0.0f)) continue;
-        x[nc] = (float)(t->x0 + t->step * j);
-        h[nc] = prom;
-        if (prom > pmax) pmax = prom;
-        nc++;
     }
     if (!(pmax > 0.0f)) return;
     int np = 0;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "kernels/backend.h"
 #include "synth/structure.h"
 #include "synth/xrd.h"
 
@@ -113,6 +114,10 @@ typedef struct {
 void rsd_check(const rsd_table *t, const float *frame, const uint8_t *present, float *scratch,
                rsd_result *out);
 int rsd_n_phases(const rsd_table *t);
+/* Caps the vector level of the fits at `max` (never above what the CPU
+ * supports; tables start at the best) and returns the level now in force.
+ * Every level gives the same results; tests compare them. */
+pid_cpu_isa rsd_set_cpu_isa(rsd_table *t, pid_cpu_isa max);
 
 #ifdef __cplusplus
 }
