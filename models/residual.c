@@ -512,6 +512,7 @@ static inline float prominence_at(const float *sm, int n, int j, int wp)
     return sm[j] - (ml > mr ? ml : mr);
 }
 
+#ifdef RSD_X86
 /* Sticks explained_cell takes at a time (its stack buffer). */
 #define RSD_CHUNK 256
 
@@ -530,7 +531,6 @@ static void chunk_s2(const double *qc, int64_t n, int j0, int m, const double iv
     }
 }
 
-#ifdef RSD_X86
 /* For each shift w, bit i of bits[w] is set when some s2[j] (j < m) lies in
  * [lo[w][i], hi[w][i]]; np <= 64, windows padded to a multiple of 8
  * (sin2_windows). Compares only, so every vector level finds the same bits. */
