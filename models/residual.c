@@ -30,33 +30,29 @@
 #define RSD_REFINE_ABOVE 0.05
 #define RAD2DEG (180.0 / M_PI)
 
-/* Per stick of a phase (one reflection at one source line of wavelength
- * lambda): the terms of sin^2(theta) = lambda^2 / (4 d^2), with 1/d^2 =
- * sum_ij G*_ij h_i h_j of the unstrained cell (q[0..2] = lambda^2/4 G*_ii
- * h_i^2, q[3..5] = lambda^2/4 2 G*_ij h_i h_j for 12, 13, 23), so a strain
- * that scales the cell lengths by (sa, sb, sc) at fixed angles gives
- * sin^2(theta) = q0/sa^2 + q1/sb^2 + q2/sc^2 + q3/(sa sb) + q4/(sa sc) +
- * q5/(sb sc). */
-typedef struct {
-    float q[6];
-} rsd_stick;
-
 struct rsd_table {
     int k, n_points, n_scales, n_lines;
     double x0, step, tol;
-    int *n_st;          /* [k] sticks per phase (both lines) */
-    int64_t *off;       /* [k] offset of phase c's block in pos: n_scales x n_st[c] */
-    float *pos;         /* stick positions (deg), sorted within each (phase, scale) */
-    int *n_free;        /* [k] independent cell lengths: 1 cubic, 2 uniaxial, 3 lower */
-    rsd_stick **sticks; /* [k][n_st[c]] for the per-axis refinement */
+    int *n_st;    /* [k] sticks per phase (both lines) */
+    int64_t *off; /* [k] offset of phase c's block in pos: n_scales x n_st[c] */
+    float *pos;   /* stick positions (deg), sorted within each (phase, scale) */
+    int *n_free;  /* [k] independent cell lengths: 1 cubic, 2 uniaxial, 3 lower */
     double strain_max;
-    int nl;             /* source lines with sticks: stick j of line l is sticks[c][j nl + l] */
+    int nl;             /* source lines with sticks: stick j of line l is j nl + l */
     int *n_strong;      /* [k] reflections of the missing-reflection check */
     int **strong;       /* [k][n_strong[c]] their indices j (line 0) */
     float **strong_int; /* [k][n_strong[c]] their intensities (strongest = 100) */
-    double **qd;        /* [k][6 n_st[c]] the sticks' q as doubles, by term: q_t of stick j
-                         * at qd[c][t n_st[c] + j] (vector loads in explained_cell) */
-    pid_cpu_isa isa;    /* vector level of explained_cell and box_mean */
+    /* [k][6 n_st[c]] per stick of a phase (one reflection at one source line
+     * of wavelength lambda): the terms of sin^2(theta) = lambda^2 / (4 d^2),
+     * with 1/d^2 = sum_ij G*_ij h_i h_j of the unstrained cell (q0..q2 =
+     * lambda^2/4 G*_ii h_i^2, q3..q5 = lambda^2/4 2 G*_ij h_i h_j for 12, 13,
+     * 23), so a strain that scales the cell lengths by (sa, sb, sc) at fixed
+     * angles gives sin^2(theta) = q0/sa^2 + q1/sb^2 + q2/sc^2 + q3/(sa sb) +
+     * q4/(sa sc) + q5/(sb sc). By term (q_e of stick j at q[c][e n_st[c] +
+     * j]) for vector loads in explained_cell; each rounded to float, as the
+     * fits were tuned with. */
+    double **q;
+    pid_cpu_isa isa; /* vector level of explained_cell and box_mean */
 };
 
 void rsd_destroy(rsd_table *t)
@@ -66,13 +62,11 @@ void rsd_destroy(rsd_table *t)
     free(t->off);
     free(t->pos);
     for (int c = 0; c < t->k; c++) { /* per-phase arrays (tables allocated zeroed) */
-        if (t->sticks) free(t->sticks[c]);
         if (t->strong) free(t->strong[c]);
         if (t->strong_int) free(t->strong_int[c]);
-        if (t->qd) free(t->qd[c]);
+        if (t->q) free(t->q[c]);
     }
-    free(t->qd);
-    free(t->sticks);
+    free(t->q);
     free(t->n_free);
     free(t->strong);
     free(t->strong_int);
@@ -250,17 +244,16 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
     t->n_scales = 2 * ns + 1;
     t->strain_max = strain_max;
     t->n_free = calloc((size_t)k, sizeof *t->n_free);
-    t->sticks = calloc((size_t)k, sizeof *t->sticks);
     t->n_st = calloc((size_t)k, sizeof *t->n_st);
     t->off = calloc((size_t)k, sizeof *t->off);
     t->n_strong = calloc((size_t)k, sizeof *t->n_strong);
     t->strong = calloc((size_t)k, sizeof *t->strong);
     t->strong_int = calloc((size_t)k, sizeof *t->strong_int);
-    t->qd = calloc((size_t)k, sizeof *t->qd);
+    t->q = calloc((size_t)k, sizeof *t->q);
     t->isa = pid_cpu_isa_detect();
     pid_status s = PID_OK;
-    if (!t->n_st || !t->off || !t->n_free || !t->sticks || !t->n_strong || !t->strong ||
-        !t->strong_int || !t->qd) {
+    if (!t->n_st || !t->off || !t->n_free || !t->n_strong || !t->strong || !t->strong_int ||
+        !t->q) {
         s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
         goto done;
     }
@@ -273,9 +266,8 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
         t->n_st[c] = P->n * nl;
         const int sg = P->spacegroup;
         t->n_free[c] = sg >= 195 ? 1 : sg >= 75 ? 2 : 3;
-        t->sticks[c] = malloc(sizeof(rsd_stick) * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
-        t->qd[c] = malloc(sizeof(double) * 6 * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
-        if (!t->sticks[c] || !t->qd[c]) {
+        t->q[c] = malloc(sizeof(double) * 6 * (size_t)(t->n_st[c] > 0 ? t->n_st[c] : 1));
+        if (!t->q[c]) {
             s = pid_fail(err, PID_ERR_NOMEM, "residual: out of memory");
             goto done;
         }
@@ -284,16 +276,15 @@ pid_status rsd_create_from(rsd_table **out, const rsd_phase *phases, int k, doub
         for (int j = 0; j < P->n; j++) {
             const double hh[3] = {P->hkl[3 * j], P->hkl[3 * j + 1], P->hkl[3 * j + 2]};
             for (int l = 0; l < nl; l++) {
-                rsd_stick *q = &t->sticks[c][j * nl + l];
                 const double l4 = 0.25 * wavelengths_a[l] * wavelengths_a[l];
-                q->q[0] = (float)(l4 * gs[0][0] * hh[0] * hh[0]);
-                q->q[1] = (float)(l4 * gs[1][1] * hh[1] * hh[1]);
-                q->q[2] = (float)(l4 * gs[2][2] * hh[2] * hh[2]);
-                q->q[3] = (float)(l4 * 2.0 * gs[0][1] * hh[0] * hh[1]);
-                q->q[4] = (float)(l4 * 2.0 * gs[0][2] * hh[0] * hh[2]);
-                q->q[5] = (float)(l4 * 2.0 * gs[1][2] * hh[1] * hh[2]);
-                for (int e = 0; e < 6; e++) /* exact: the same values explained_cell used */
-                    t->qd[c][(size_t)e * t->n_st[c] + j * nl + l] = q->q[e];
+                double *q = t->q[c] + j * nl + l;
+                const size_t e = (size_t)t->n_st[c];
+                q[0] = (float)(l4 * gs[0][0] * hh[0] * hh[0]);
+                q[e] = (float)(l4 * gs[1][1] * hh[1] * hh[1]);
+                q[2 * e] = (float)(l4 * gs[2][2] * hh[2] * hh[2]);
+                q[3 * e] = (float)(l4 * 2.0 * gs[0][1] * hh[0] * hh[1]);
+                q[4 * e] = (float)(l4 * 2.0 * gs[0][2] * hh[0] * hh[2]);
+                q[5 * e] = (float)(l4 * 2.0 * gs[1][2] * hh[1] * hh[2]);
             }
         }
         int ns_c = 0;
@@ -413,7 +404,7 @@ static void sin2_windows(const rsd_table *t, const float *x, int np, double z, d
     }
 }
 
-/* The factors of q[0..5] in sin^2(theta) (rsd_stick) at cell-length scales
+/* The factors of q0..q5 in sin^2(theta) (rsd_table.q) at cell-length scales
  * sc3: 1/sa^2, 1/sb^2, 1/sc^2, 1/(sa sb), 1/(sa sc), 1/(sb sc). */
 static void cell_inverses(const double sc3[3], double iv[6])
 {
@@ -425,10 +416,13 @@ static void cell_inverses(const double sc3[3], double iv[6])
     iv[5] = 1.0 / (sc3[1] * sc3[2]);
 }
 
-/* sin^2(theta) of stick q at the cell of cell_inverses' iv. */
-static inline double stick_s2(const float *q, const double iv[6])
+/* sin^2(theta) of stick j of phase c at the cell of cell_inverses' iv. */
+static inline double stick_s2(const rsd_table *t, int c, int j, const double iv[6])
 {
-    return q[0] * iv[0] + q[1] * iv[1] + q[2] * iv[2] + q[3] * iv[3] + q[4] * iv[4] + q[5] * iv[5];
+    const double *q = t->q[c] + j;
+    const size_t e = (size_t)t->n_st[c];
+    return q[0] * iv[0] + q[e] * iv[1] + q[2 * e] * iv[2] + q[3 * e] * iv[3] + q[4 * e] * iv[4] +
+           q[5 * e] * iv[5];
 }
 
 /* Points box_mean and the peak picking take at a time (stack buffers). */
@@ -516,13 +510,14 @@ static inline float prominence_at(const float *sm, int n, int j, int wp)
 /* Sticks explained_cell takes at a time (its stack buffer). */
 #define RSD_CHUNK 256
 
-/* sin^2(theta) of sticks j0..j0+m-1 (of n, by term as in rsd_table.qd) at
- * the cell of iv, exactly as stick_s2 gives it (the same products summed
- * in the same order); values no window can hold (<= 0, >= 1, NaN) become
- * -1, below every window (lo >= 0). */
-static void chunk_s2(const double *qc, int64_t n, int j0, int m, const double iv[6], double *s2)
+/* sin^2(theta) of sticks j0..j0+m-1 of phase c at the cell of iv, exactly
+ * as stick_s2 gives it (the same products summed in the same order);
+ * values no window can hold (<= 0, >= 1, NaN) become -1, below every
+ * window (lo >= 0). */
+static void chunk_s2(const rsd_table *t, int c, int j0, int m, const double iv[6], double *s2)
 {
-    const double *q0 = qc + j0, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n, *q4 = q3 + n,
+    const int64_t n = t->n_st[c];
+    const double *q0 = t->q[c] + j0, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n, *q4 = q3 + n,
                  *q5 = q4 + n;
     for (int j = 0; j < m; j++) {
         double v = q0[j] * iv[0] + q1[j] * iv[1] + q2[j] * iv[2] + q3[j] * iv[3] + q4[j] * iv[4] +
@@ -593,13 +588,12 @@ static void explained_cell(const rsd_table *t, int c, const double *const *lo,
     cell_inverses(sc3, iv);
 #ifdef RSD_X86
     if (np <= 64 && t->isa >= PID_CPU_ISA_AVX2) {
-        const double *qc = t->qd[c];
         const int mc = t->n_st[c];
         uint64_t bits[3] = {0, 0, 0};
         double s2[RSD_CHUNK];
         for (int j0 = 0; j0 < mc; j0 += RSD_CHUNK) {
             const int m = mc - j0 < RSD_CHUNK ? mc - j0 : RSD_CHUNK;
-            chunk_s2(qc, mc, j0, m, iv, s2);
+            chunk_s2(t, c, j0, m, iv, s2);
             if (t->isa >= PID_CPU_ISA_AVX512)
                 hits_avx512(s2, m, lo, hi, nw, np, bits);
             else
@@ -618,10 +612,9 @@ static void explained_cell(const rsd_table *t, int c, const double *const *lo,
 #endif
     for (int w = 0; w < nw; w++)
         memset(mk[w], 0, (size_t)np);
-    const rsd_stick *S = t->sticks[c];
     int at[3] = {0, 0, 0}; /* per shift: first peak whose window reaches the last stick */
     for (int j = 0; j < t->n_st[c]; j++) {
-        double s2 = stick_s2(S[j].q, iv);
+        double s2 = stick_s2(t, c, j, iv);
         if (!(s2 > 0.0) || s2 >= 1.0) continue;
         for (int w = 0; w < nw; w++) {
             const double *hs = hi[w], *ls = lo[w];
@@ -750,7 +743,7 @@ static double missing_of(const rsd_table *t, int c, const double sc3[3], double 
     cell_inverses(sc3, iv);
     int m = 0;
     for (int s = 0; s < ns; s++) {
-        double s2 = stick_s2(t->sticks[c][t->strong[c][s] * t->nl].q, iv);
+        double s2 = stick_s2(t, c, t->strong[c][s] * t->nl, iv);
         if (!(s2 > 0.0) || s2 >= 1.0) continue;
         /* insertion by position (a strain reorders few) */
         double x = 2.0 * asin(sqrt(s2)) * RAD2DEG + z;
