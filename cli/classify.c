@@ -84,7 +84,9 @@ static void classify_usage(FILE *f)
             "               threshold for it (missing: models that store one)\n"
             "TSV output: a header line, then one line per listed phase with the columns\n"
             "  file row rank name formula probability fraction unknown_score unknown\n"
-            "  (row is - for text files, fraction NA when unknown, unknown 0/1).\n"
+            "  residual missing near_twins\n"
+            "  (row is - for text files, fraction NA when unknown, unknown 0/1, residual\n"
+            "  and missing NA where JSON has null, near_twins comma-separated or -).\n"
             "\n"
             "Errors in one file are reported on stderr and the others are still classified.\n"
             "exit status: 0 ok, 1 a file or the model failed, 2 bad arguments.\n");
@@ -114,6 +116,29 @@ static void json_str(const char *s)
 }
 
 /* A JSON number that reads as a float ("1.0", not "1"); null for NaN. */
+/* TSV: a number, or NA where JSON writes null. */
+static void tsv_num(double v)
+{
+    if (isfinite(v))
+        printf("%.6g", v);
+    else
+        fputs("NA", stdout);
+}
+
+/* TSV: the near twins of phase k, comma-separated, or - when it has none. */
+static void tsv_twins(const mf_model *m, int64_t k)
+{
+    enum { CAP = 64 };
+    int32_t tw[CAP];
+    int nt = m->n_twins > 0 ? mf_phase_twins(m, k, tw, CAP) : 0;
+    if (nt <= 0) {
+        putchar('-');
+        return;
+    }
+    for (int t = 0; t < nt && t < CAP; t++)
+        printf("%s%s", t ? "," : "", m->phases[tw[t]].name);
+}
+
 static void json_num(double v)
 {
     char buf[40];
@@ -182,11 +207,14 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
                 else
                     printf("%s\t-", file);
                 printf("\t%d\t%s\t%s\t%.6g\t", j + 1, ph->name, ph->formula, p[order[j]]);
-                if (isfinite(frac[order[j]]))
-                    printf("%.6g", frac[order[j]]);
-                else
-                    fputs("NA", stdout);
-                printf("\t%.6g\t%d\n", r->unknown_score[f], r->unknown[f]);
+                tsv_num(frac[order[j]]);
+                printf("\t%.6g\t%d\t", r->unknown_score[f], r->unknown[f]);
+                tsv_num(r->residual[f]);
+                putchar('\t');
+                tsv_num(r->missing[f]);
+                putchar('\t');
+                tsv_twins(m, order[j]);
+                putchar('\n');
             }
         }
         rc->n_out++;
@@ -428,7 +456,8 @@ int cli_classify(int argc, char **argv)
         goto done;
     }
     if (!rc.json)
-        printf("file\trow\trank\tname\tformula\tprobability\tfraction\tunknown_score\tunknown\n");
+        printf("file\trow\trank\tname\tformula\tprobability\tfraction\tunknown_score\tunknown\t"
+               "residual\tmissing\tnear_twins\n");
     for (int f = 0; f < n_files; f++) {
         int bad_rows = 0;
         pid_status st = is_hdf5(files[f]) ? classify_stack(&rc, files[f], &bad_rows, &err)

@@ -138,15 +138,56 @@ def main():
         lines = so.strip().split("\n")
         check(rc == 0 and len(lines) == 3 and lines[0].split("\t") == [
             "file", "row", "rank", "name", "formula", "probability", "fraction",
-            "unknown_score", "unknown"], f"TSV layout: {lines[:1]}")
+            "unknown_score", "unknown", "residual", "missing", "near_twins"],
+            f"TSV layout: {lines[:1]}")
         if rc == 0 and len(lines) == 3:
             first = lines[1].split("\t")
             ref = out[0]["phases"][0]
-            check(first[0] == a and first[1] == "-" and first[2] == "1"
+
+            def same(cell, v, tol):
+                return cell == "NA" if v is None else abs(float(cell) - v) < tol
+            check(len(first) == 12 and first[0] == a and first[1] == "-" and first[2] == "1"
                   and first[3] == ref["name"]
                   and abs(float(first[5]) - ref["probability"]) < 1e-5
-                  and abs(float(first[7]) - out[0]["unknown_score"]) < 1e-4,
-                  f"TSV row agrees with JSON: {first}")
+                  and abs(float(first[7]) - out[0]["unknown_score"]) < 1e-4
+                  and first[8] == ("1" if out[0]["unknown"] else "0")
+                  and same(first[9], out[0]["residual"], 1e-5)
+                  and same(first[10], out[0]["missing"], 1e-5)
+                  and first[11] == (",".join(ref.get("near_twins", [])) or "-"),
+                  f"TSV row agrees with JSON: {first} vs {out[0]}")
+
+        # 4b. TSV against JSON with the shipped model, whose files carry the
+        # residual check and near twins (the helper's model has neither):
+        # every row's residual, missing and twins as in JSON.
+        builtin = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data",
+                               "models", "xrd-builtin.h5")
+        if os.path.exists(builtin):
+            twin_stack = os.path.join(tmp, "twins.h5")
+            rc, _, se = run(["synth", "xrd", "--phases", "builtin", "--n", "24", "--seed", "5",
+                             "--mixtures", "2", "--two-theta", "10:80:0.02", "--out",
+                             twin_stack, "--quiet", "--device", "cpu"])
+            rj, so_j, _ = run(["classify", "--model", builtin, "--device", "cpu", "--top", "3",
+                               twin_stack])
+            rt, so_t, _ = run(["classify", "--model", builtin, "--device", "cpu", "--top", "3",
+                               "--format", "tsv", twin_stack])
+            js = json.loads(so_j) if rj == 0 else []
+            tsv = [l.split("\t") for l in so_t.strip().split("\n")[1:]] if rt == 0 else []
+            agree = len(js) == 24 and len(tsv) == 72
+            for i, row in enumerate(tsv if agree else []):
+                o = js[i // 3]
+                ph = o["phases"][i % 3]
+                agree = agree and (row[1] == str(o["row"]) and row[3] == ph["name"]
+                                   and abs(float(row[9]) - o["residual"]) < 1e-5
+                                   and abs(float(row[10]) - o["missing"]) < 1e-5
+                                   and row[11] == (",".join(ph["near_twins"]) or "-"))
+            twins_seen = sum(1 for o in js for ph in o["phases"] if ph["near_twins"])
+            resid_seen = sum(1 for o in js if o["residual"] > 0 or o["missing"] > 0)
+            check(rc == 0 and agree and twins_seen > 0 and resid_seen > 0,
+                  f"built-in model, 24 frames: TSV residual, missing and near_twins agree with "
+                  f"JSON (exit {rc}/{rj}/{rt}; {twins_seen} phases with twins, {resid_seen} "
+                  f"frames with a nonzero residual or missing)")
+        else:
+            print(f"skipped the built-in TSV check: no {builtin}")
 
         # 5. HDF5 stacks
         stack = os.path.join(tmp, "s.h5")
