@@ -50,6 +50,9 @@ static void classify_usage(FILE *f)
             "                        Not used for HDF5 stacks.\n"
             "  --dataset NAME        dataset of the HDF5 stacks (default /patterns)\n"
             "  --device cpu|cuda|auto  inference backend (default auto: CUDA when visible)\n"
+            "  --no-residual         skip the model's physics residual check (faster; residual\n"
+            "                        and missing are then null, and unknown comes from the\n"
+            "                        energy score alone)\n"
             "  -h, --help            show this help\n"
             "\n"
             "JSON output: one array with one object per pattern, one per line, in input\n"
@@ -348,6 +351,7 @@ int cli_classify(int argc, char **argv)
     const char *model = NULL, *format = "json", *device = "auto", *wl = NULL;
     const char *dataset = "/patterns";
     long top = 3;
+    int no_residual = 0;
     char **files = calloc((size_t)argc, sizeof *files);
     int n_files = 0;
     if (!files) {
@@ -369,6 +373,10 @@ int cli_classify(int argc, char **argv)
             while (++i < argc)
                 files[n_files++] = argv[i];
             break;
+        }
+        if (!strcmp(a, "--no-residual")) {
+            no_residual = 1;
+            continue;
         }
         const char *const with_value[] = {"--model",  "--format",  "--top",
                                           "--device", "--dataset", "--wavelength"};
@@ -441,7 +449,9 @@ int cli_classify(int argc, char **argv)
     rc.wavelength_a = wl ? &wavelength_a : NULL;
     rc.dataset = dataset;
     int rcode = 0;
-    if (cls_open(&rc.c, model, device, CLS_CLI_BATCH, &err) ||
+    const cls_options copts = {
+        .device = device, .max_batch = CLS_CLI_BATCH, .no_residual = no_residual};
+    if (cls_open_opts(&rc.c, model, &copts, &err) ||
         cls_results_create(&rc.res, rc.c, CLS_CLI_BATCH, &err)) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         rcode = 1;

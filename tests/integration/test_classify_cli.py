@@ -94,7 +94,7 @@ def main():
                   f"{' '.join(args[1:])}: exit {rc} (want 2), stderr should mention {needle!r}")
         rc, so, _ = run(["classify", "--help"])
         check(rc == 0 and all(o in so for o in ["--model", "--format", "--top", "--wavelength",
-                                                "--dataset", "--device"]),
+                                                "--dataset", "--device", "--no-residual"]),
               "classify --help explains every option")
 
         helper = helper_path()
@@ -186,6 +186,25 @@ def main():
                   f"built-in model, 24 frames: TSV residual, missing and near_twins agree with "
                   f"JSON (exit {rc}/{rj}/{rt}; {twins_seen} phases with twins, {resid_seen} "
                   f"frames with a nonzero residual or missing)")
+            # --no-residual: the same phases, no residual or missing, and the
+            # flag from the energy score alone (the model's stored threshold)
+            rn, so_n, se_n = run(["classify", "--model", builtin, "--device", "cpu", "--top",
+                                  "3", "--no-residual", twin_stack])
+            nr = json.loads(so_n) if rn == 0 else []
+            thr = None
+            try:
+                import h5py
+                with h5py.File(builtin, "r") as f:
+                    thr = float(f.attrs["unknown_threshold"])
+            except ImportError:
+                pass
+            check(rn == 0 and len(nr) == len(js) == 24
+                  and all(o["phases"] == p["phases"] and o["unknown_score"] == p["unknown_score"]
+                          and o["residual"] is None and o["missing"] is None
+                          and (thr is None or o["unknown"] == (o["unknown_score"] > thr))
+                          for o, p in zip(nr, js)),
+                  f"--no-residual: same phases, residual and missing null, flag from the "
+                  f"energy score (exit {rn}, {se_n.strip()!r})")
         else:
             print(f"skipped the built-in TSV check: no {builtin}")
 
