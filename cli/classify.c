@@ -118,7 +118,6 @@ static void json_str(const char *s)
     putchar('"');
 }
 
-/* A JSON number that reads as a float ("1.0", not "1"); null for NaN. */
 /* TSV: a number, or NA where JSON writes null. */
 static void tsv_num(double v)
 {
@@ -142,6 +141,7 @@ static void tsv_twins(const mf_model *m, int64_t k)
         printf("%s%s", t ? "," : "", m->phases[tw[t]].name);
 }
 
+/* A JSON number that reads as a float ("1.0", not "1"); null for NaN. */
 static void json_num(double v)
 {
     char buf[40];
