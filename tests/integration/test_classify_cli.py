@@ -42,6 +42,11 @@ def run(args, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+def same(cell, v, tol):
+    """A TSV number cell against the JSON value (NA where JSON has null)."""
+    return cell == "NA" if v is None else cell != "NA" and abs(float(cell) - v) < tol
+
+
 def helper_path():
     env = os.environ.get("PHASEID_CLS_HELPER")
     if env:
@@ -143,9 +148,6 @@ def main():
         if rc == 0 and len(lines) == 3:
             first = lines[1].split("\t")
             ref = out[0]["phases"][0]
-
-            def same(cell, v, tol):
-                return cell == "NA" if v is None else abs(float(cell) - v) < tol
             check(len(first) == 12 and first[0] == a and first[1] == "-" and first[2] == "1"
                   and first[3] == ref["name"]
                   and abs(float(first[5]) - ref["probability"]) < 1e-5
@@ -177,11 +179,11 @@ def main():
                 o = js[i // 3]
                 ph = o["phases"][i % 3]
                 agree = agree and (row[1] == str(o["row"]) and row[3] == ph["name"]
-                                   and abs(float(row[9]) - o["residual"]) < 1e-5
-                                   and abs(float(row[10]) - o["missing"]) < 1e-5
+                                   and same(row[9], o["residual"], 1e-5)
+                                   and same(row[10], o["missing"], 1e-5)
                                    and row[11] == (",".join(ph["near_twins"]) or "-"))
             twins_seen = sum(1 for o in js for ph in o["phases"] if ph["near_twins"])
-            resid_seen = sum(1 for o in js if o["residual"] > 0 or o["missing"] > 0)
+            resid_seen = sum(1 for o in js if (o["residual"] or 0) > 0 or (o["missing"] or 0) > 0)
             check(rc == 0 and agree and twins_seen > 0 and resid_seen > 0,
                   f"built-in model, 24 frames: TSV residual, missing and near_twins agree with "
                   f"JSON (exit {rc}/{rj}/{rt}; {twins_seen} phases with twins, {resid_seen} "
