@@ -127,20 +127,6 @@ static void tsv_num(double v)
         fputs("NA", stdout);
 }
 
-/* TSV: the near twins of phase k, comma-separated, or - when it has none. */
-static void tsv_twins(const mf_model *m, int64_t k)
-{
-    enum { CAP = 64 };
-    int32_t tw[CAP];
-    int nt = m->n_twins > 0 ? mf_phase_twins(m, k, tw, CAP) : 0;
-    if (nt <= 0) {
-        putchar('-');
-        return;
-    }
-    for (int t = 0; t < nt && t < CAP; t++)
-        printf("%s%s", t ? "," : "", m->phases[tw[t]].name);
-}
-
 /* A JSON number that reads as a float ("1.0", not "1"); null for NaN. */
 static void json_num(double v)
 {
@@ -152,6 +138,26 @@ static void json_num(double v)
     snprintf(buf, sizeof buf, "%.6g", v);
     fputs(buf, stdout);
     if (!strpbrk(buf, ".en")) fputs(".0", stdout);
+}
+
+/* The phases XRD cannot tell phase k from (models/twins.h): a JSON array
+ * of names, or for TSV the names comma-separated (- when there are none). */
+static void print_twins(const mf_model *m, int64_t k, int json)
+{
+    enum { CAP = 64 };
+    int32_t tw[CAP];
+    int nt = m->n_twins > 0 ? mf_phase_twins(m, k, tw, CAP) : 0;
+    if (nt > CAP) nt = CAP;
+    if (json) putchar('[');
+    if (!json && nt <= 0) putchar('-');
+    for (int t = 0; t < nt; t++) {
+        if (t) fputs(json ? ", " : ",", stdout);
+        if (json)
+            json_str(m->phases[tw[t]].name);
+        else
+            fputs(m->phases[tw[t]].name, stdout);
+    }
+    if (json) putchar(']');
 }
 
 /* Print results rows 0..n-1; rows[f] is frame f's row in a stack (NULL for
@@ -182,16 +188,8 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
                 fputs(", \"fraction\": ", stdout);
                 json_num(frac[order[j]]);
                 if (m->n_twins > 0) {
-                    /* the phases XRD cannot tell this one from (models/twins.h) */
-                    enum { CAP = 64 };
-                    int32_t tw[CAP];
-                    int nt = mf_phase_twins(m, order[j], tw, CAP);
-                    fputs(", \"near_twins\": [", stdout);
-                    for (int t = 0; t < nt && t < CAP; t++) {
-                        if (t) fputs(", ", stdout);
-                        json_str(m->phases[tw[t]].name);
-                    }
-                    putchar(']');
+                    fputs(", \"near_twins\": ", stdout);
+                    print_twins(m, order[j], 1);
                 }
                 putchar('}');
             }
@@ -216,7 +214,7 @@ static void print_results(run_ctx *rc, const char *file, const long long *rows)
                 putchar('\t');
                 tsv_num(r->missing[f]);
                 putchar('\t');
-                tsv_twins(m, order[j]);
+                print_twins(m, order[j], 0);
                 putchar('\n');
             }
         }

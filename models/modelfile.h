@@ -191,11 +191,11 @@ pid_status mf_load(const char *path, mf_model **out, pid_error *err);
 
 /* Human-readable multi-line summary of m. */
 void mf_print_summary(FILE *f, const mf_model *m);
-/* 0 when training recorded that the unknown-phase AUROC was not measured
- * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
 /* The near twins of phase k (class indices, file order) into out[cap];
  * returns how many there are (may exceed cap: only cap are written). */
 int mf_phase_twins(const mf_model *m, int64_t k, int32_t *out, int cap);
+/* 0 when training recorded that the unknown-phase AUROC was not measured
+ * (no held-out phases: unknown_auroc then holds a placeholder), else 1. */
 int mf_auroc_measured(const mf_model *m);
 /* Free and clear the optional phase cells, sticks and near twins of a
  * record (a model saved afterwards has none). */
