@@ -2,6 +2,8 @@
  * backend_cuda.cu; in CPU-only builds the stubs below refuse politely. */
 #include "kernels/backend_internal.h"
 
+#include <cblas.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +58,20 @@ int pid_backend_cuda_device_count(void)
     return pid_cuda_device_count_impl();
 }
 
+/* The CPU kernels run their loops, OpenBLAS calls included, on their own
+ * threads (kernels/par.h), so OpenBLAS itself runs one thread per call.
+ * Left at its default (a thread per core), its idle threads spin in
+ * sched_yield on the cores the kernels use: 40 % of a training run's CPU
+ * samples on the 2-core VM, and 1,437 against 1,698 training patterns/s
+ * (300-step runs, benchmarks/RESULTS.md). */
+static void blas_one_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
 pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads, pid_error *err)
 {
+    static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
     *out = NULL;
     if (!want) want = "auto";
     int use_cuda;
@@ -89,6 +103,7 @@ pid_status pid_backend_create(pid_backend **out, const char *want, int n_threads
             return st;
         }
     } else {
+        pthread_once(&blas_once, blas_one_thread);
         snprintf(be->desc, sizeof be->desc, "CPU: %d threads", be->n_threads);
     }
     *out = be;

@@ -34,6 +34,12 @@ const char *pid_backend_name(const pid_backend *be); /* "cpu" or "cuda" */
 /* Human-readable device description ("CPU: 2 threads", "CUDA: NVIDIA H100 ..."). */
 const char *pid_backend_device_desc(const pid_backend *be);
 int pid_backend_threads(const pid_backend *be);
+/* For a thread that is one of several calling the CPU kernels at once on
+ * shares of a batch: while `solo` is 1, the kernels it calls stay on it
+ * instead of starting pid_backend_threads() threads of their own (which
+ * would put threads x threads on the cores). Per thread; returns the
+ * previous setting, to restore. */
+int pid_backend_cpu_solo(int solo);
 
 /* The CPU vector level of this backend: the best this CPU supports (checked
  * at pid_backend_create), unless capped. pid_backend_set_cpu_isa caps it at

@@ -1,10 +1,13 @@
 /* 1-D and 2-D convolution with stride, zero padding and dilation, CPU
  * reference: per-sample im2col + OpenBLAS sgemm for the forward and for the
- * input/weight gradients (col2im scatters the input gradient back). */
+ * input/weight gradients (col2im scatters the input gradient back). The
+ * im2col / col2im loops run over the batch on the backend's threads. */
 #include "kernels/nn.h"
 
 #include <cblas.h>
 #include <string.h>
+
+#include "kernels/par.h"
 
 #ifndef PHASEID_HAVE_CUDA
 pid_status k_nn_conv_forward_cuda(pid_backend *be, const k_nn_conv *s, const float *x,
@@ -54,10 +57,26 @@ size_t k_nn_conv_work_floats(const k_nn_conv *s)
 {
     int ho = 0, wo = 0;
     if (k_nn_conv_out(s, &ho, &wo, NULL)) return 0;
-    return (size_t)s->c_in * s->k_h * s->k_w * (size_t)ho * wo;
+    return (size_t)s->n * s->c_in * s->k_h * s->k_w * (size_t)ho * wo;
 }
 
-/* col[(c k_h + i) k_w + j][oh w_out + ow] = x[c][oh sh - ph + i dh][ow sw - pw + j dw]. */
+/* The output columns ow in [*lo, *hi) whose input column ow sw - pw + j dw
+ * lies inside [0, w_in); the others read the zero padding. */
+static void in_cols(const k_nn_conv *s, int wo, int j, int *lo, int *hi)
+{
+    const int off = j * s->dil_w - s->pad_w; /* input column of ow = 0 */
+    int a = off >= 0 ? 0 : (-off + s->stride_w - 1) / s->stride_w;
+    int b = s->w_in - 1 - off < 0 ? 0 : (s->w_in - 1 - off) / s->stride_w + 1;
+    if (b > wo) b = wo;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+/* col[(c k_h + i) k_w + j][oh w_out + ow] = x[c][oh sh - ph + i dh][ow sw - pw + j dw]
+ * (0 in the padding). Per row, the in-range stretch is a copy and the rest
+ * zeros: no bounds test per element (the per-element test made im2col a
+ * tenth of a training step). */
 static void im2col(const k_nn_conv *s, int ho, int wo, const float *x, float *col)
 {
     const size_t p = (size_t)ho * wo;
@@ -65,19 +84,32 @@ static void im2col(const k_nn_conv *s, int ho, int wo, const float *x, float *co
         for (int i = 0; i < s->k_h; i++)
             for (int j = 0; j < s->k_w; j++) {
                 float *row = col + ((size_t)(c * s->k_h + i) * s->k_w + j) * p;
+                int lo, hi;
+                in_cols(s, wo, j, &lo, &hi);
+                const int off = j * s->dil_w - s->pad_w;
                 for (int oh = 0; oh < ho; oh++) {
-                    int h = oh * s->stride_h - s->pad_h + i * s->dil_h;
-                    for (int ow = 0; ow < wo; ow++) {
-                        int w = ow * s->stride_w - s->pad_w + j * s->dil_w;
-                        int in = h >= 0 && h < s->h_in && w >= 0 && w < s->w_in;
-                        row[(size_t)oh * wo + ow] =
-                            in ? x[((size_t)c * s->h_in + h) * s->w_in + w] : 0.0f;
+                    float *r = row + (size_t)oh * wo;
+                    const int h = oh * s->stride_h - s->pad_h + i * s->dil_h;
+                    if (h < 0 || h >= s->h_in) {
+                        memset(r, 0, sizeof(float) * (size_t)wo);
+                        continue;
                     }
+                    const float *xr = x + ((size_t)c * s->h_in + h) * s->w_in;
+                    for (int ow = 0; ow < lo; ow++)
+                        r[ow] = 0.0f;
+                    if (s->stride_w == 1 && hi > lo)
+                        memcpy(r + lo, xr + lo + off, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int ow = lo; ow < hi; ow++)
+                            r[ow] = xr[ow * s->stride_w + off];
+                    for (int ow = hi; ow < wo; ow++)
+                        r[ow] = 0.0f;
                 }
             }
 }
 
-/* The adjoint of im2col: dx (zeroed here) += every column entry at its source. */
+/* The adjoint of im2col: dx (zeroed here) += every column entry at its
+ * source, in the same order as a bounds test per element would add them. */
 static void col2im(const k_nn_conv *s, int ho, int wo, const float *col, float *dx)
 {
     const size_t p = (size_t)ho * wo;
@@ -86,16 +118,110 @@ static void col2im(const k_nn_conv *s, int ho, int wo, const float *col, float *
         for (int i = 0; i < s->k_h; i++)
             for (int j = 0; j < s->k_w; j++) {
                 const float *row = col + ((size_t)(c * s->k_h + i) * s->k_w + j) * p;
+                int lo, hi;
+                in_cols(s, wo, j, &lo, &hi);
+                const int off = j * s->dil_w - s->pad_w;
                 for (int oh = 0; oh < ho; oh++) {
-                    int h = oh * s->stride_h - s->pad_h + i * s->dil_h;
+                    const int h = oh * s->stride_h - s->pad_h + i * s->dil_h;
                     if (h < 0 || h >= s->h_in) continue;
-                    for (int ow = 0; ow < wo; ow++) {
-                        int w = ow * s->stride_w - s->pad_w + j * s->dil_w;
-                        if (w < 0 || w >= s->w_in) continue;
-                        dx[((size_t)c * s->h_in + h) * s->w_in + w] += row[(size_t)oh * wo + ow];
-                    }
+                    const float *r = row + (size_t)oh * wo;
+                    float *dr = dx + ((size_t)c * s->h_in + h) * s->w_in;
+                    for (int ow = lo; ow < hi; ow++)
+                        dr[ow * s->stride_w + off] += r[ow];
                 }
             }
+}
+
+/* The CPU loops run on the backend's threads (kernels/par.h) over samples,
+ * each with its own block of `work`, or over fixed blocks of output
+ * channels for the weight gradient: the OpenBLAS calls (one thread each,
+ * see par.h) and every sum are the same whatever the thread count, so the
+ * results are too. */
+#define CONV_DW_ROWS 8 /* output channels per weight-gradient block */
+
+typedef struct {
+    const k_nn_conv *s;
+    int ho, wo, kk, p;
+    size_t xs, ys, cs; /* floats per sample of x, of y (and dy) and of its columns */
+    const float *x, *w, *b, *dy;
+    float *y, *col, *dx, *dw;
+} conv_par;
+
+static void fwd_range(void *ctx, size_t n0, size_t n1)
+{
+    const conv_par *c = ctx;
+    for (size_t n = n0; n < n1; n++) {
+        float *yn = c->y + n * c->ys, *col = c->col + n * c->cs;
+        im2col(c->s, c->ho, c->wo, c->x + n * c->xs, col);
+        for (int o = 0; o < c->s->c_out; o++)
+            for (int q = 0; q < c->p; q++)
+                yn[(size_t)o * c->p + q] = c->b ? c->b[o] : 0.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->s->c_out, c->p, c->kk, 1.0f, c->w,
+                    c->kk, col, c->p, 1.0f, yn, c->p);
+    }
+}
+
+static void im2col_range(void *ctx, size_t n0, size_t n1)
+{
+    const conv_par *c = ctx;
+    for (size_t n = n0; n < n1; n++)
+        im2col(c->s, c->ho, c->wo, c->x + n * c->xs, c->col + n * c->cs);
+}
+
+/* dw rows [o0, o1) of blocks [g0, g1): sum over the samples, in order, of
+ * dy_n[rows, p] col_n^T. */
+static void dw_range(void *ctx, size_t g0, size_t g1)
+{
+    const conv_par *c = ctx;
+    for (size_t g = g0; g < g1; g++) {
+        const int o0 = (int)g * CONV_DW_ROWS;
+        const int m = c->s->c_out - o0 < CONV_DW_ROWS ? c->s->c_out - o0 : CONV_DW_ROWS;
+        for (int n = 0; n < c->s->n; n++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, c->kk, c->p, 1.0f,
+                        c->dy + n * c->ys + (size_t)o0 * c->p, c->p, c->col + n * c->cs, c->p,
+                        n ? 1.0f : 0.0f, c->dw + (size_t)o0 * c->kk, c->kk);
+    }
+}
+
+/* dcol_n[kk, p] = W^T dy_n, then col2im into dx_n. */
+static void dx_range(void *ctx, size_t n0, size_t n1)
+{
+    const conv_par *c = ctx;
+    for (size_t n = n0; n < n1; n++) {
+        float *col = c->col + n * c->cs;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->kk, c->p, c->s->c_out, 1.0f, c->w,
+                    c->kk, c->dy + n * c->ys, c->p, 0.0f, col, c->p);
+        col2im(c->s, c->ho, c->wo, col, c->dx + n * c->xs);
+    }
+}
+
+typedef struct {
+    const float *dy;
+    float *db;
+    int n, p;
+    size_t ys;
+} conv_db_par;
+
+static void conv_db_range(void *ctx, size_t o0, size_t o1)
+{
+    const conv_db_par *c = ctx;
+    for (size_t o = o0; o < o1; o++) {
+        double acc = 0.0;
+        for (int n = 0; n < c->n; n++)
+            acc += k_sum_run(c->dy + n * c->ys + o * c->p, (size_t)c->p);
+        c->db[o] = (float)acc;
+    }
+}
+
+static conv_par conv_par_make(const k_nn_conv *s, int ho, int wo, const float *x, float *work)
+{
+    conv_par c = {.s = s, .ho = ho, .wo = wo, .x = x, .col = work};
+    c.kk = s->c_in * s->k_h * s->k_w;
+    c.p = ho * wo;
+    c.xs = (size_t)s->c_in * s->h_in * s->w_in;
+    c.ys = (size_t)s->c_out * c.p;
+    c.cs = (size_t)c.kk * c.p;
+    return c;
 }
 
 pid_status k_nn_conv_forward(pid_backend *be, const k_nn_conv *s, const float *x, const float *w,
@@ -108,17 +234,9 @@ pid_status k_nn_conv_forward(pid_backend *be, const k_nn_conv *s, const float *x
         return pid_fail(err, PID_ERR_ARG, "nn conv forward: NULL backend, x, w, y or work");
     if (pid_backend_kind(be) == PID_DEVICE_CUDA)
         return k_nn_conv_forward_cuda(be, s, x, w, b, y, work, err);
-    const int kk = s->c_in * s->k_h * s->k_w, p = ho * wo;
-    const size_t xs = (size_t)s->c_in * s->h_in * s->w_in, ys = (size_t)s->c_out * p;
-    for (int n = 0; n < s->n; n++) {
-        float *yn = y + n * ys;
-        im2col(s, ho, wo, x + n * xs, work);
-        for (int o = 0; o < s->c_out; o++)
-            for (int q = 0; q < p; q++)
-                yn[(size_t)o * p + q] = b ? b[o] : 0.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out, p, kk, 1.0f, w, kk, work,
-                    p, 1.0f, yn, p);
-    }
+    conv_par c = conv_par_make(s, ho, wo, x, work);
+    c.w = w, c.b = b, c.y = y;
+    k_par_for(be, (size_t)s->n, k_par_grain(sizeof(float) * (c.cs + c.ys)), fwd_range, &c);
     return PID_OK;
 }
 
@@ -135,28 +253,18 @@ pid_status k_nn_conv_backward(pid_backend *be, const k_nn_conv *s, const float *
         return pid_fail(err, PID_ERR_ARG, "nn conv backward: NULL w (for dx) or x (for dw)");
     if (pid_backend_kind(be) == PID_DEVICE_CUDA)
         return k_nn_conv_backward_cuda(be, s, x, w, dy, dx, dw, db, work, err);
-    const int kk = s->c_in * s->k_h * s->k_w, p = ho * wo;
-    const size_t xs = (size_t)s->c_in * s->h_in * s->w_in, ys = (size_t)s->c_out * p;
-    if (db)
-        for (int o = 0; o < s->c_out; o++) {
-            double acc = 0.0;
-            for (int n = 0; n < s->n; n++)
-                for (int q = 0; q < p; q++)
-                    acc += dy[n * ys + (size_t)o * p + q];
-            db[o] = (float)acc;
-        }
-    for (int n = 0; n < s->n; n++) {
-        const float *dyn = dy + n * ys;
-        if (dw) { /* dw[c_out, kk] (+)= dy_n[c_out, p] col_n^T */
-            im2col(s, ho, wo, x + n * xs, work);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->c_out, kk, p, 1.0f, dyn, p,
-                        work, p, n ? 1.0f : 0.0f, dw, kk);
-        }
-        if (dx) { /* dcol[kk, p] = W^T dy_n, then col2im */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, p, s->c_out, 1.0f, w, kk, dyn,
-                        p, 0.0f, work, p);
-            col2im(s, ho, wo, work, dx + n * xs);
-        }
+    conv_par c = conv_par_make(s, ho, wo, x, work);
+    c.w = w, c.dy = dy, c.dx = dx, c.dw = dw;
+    const size_t grain = k_par_grain(sizeof(float) * (c.cs + c.ys));
+    if (db) {
+        conv_db_par d = {dy, db, s->n, c.p, c.ys};
+        k_par_for(be, (size_t)s->c_out, k_par_grain(sizeof(float) * (size_t)s->n * c.p),
+                  conv_db_range, &d);
     }
+    if (dw) {
+        k_par_for(be, (size_t)s->n, grain, im2col_range, &c);
+        k_par_for(be, (size_t)(s->c_out + CONV_DW_ROWS - 1) / CONV_DW_ROWS, 1, dw_range, &c);
+    }
+    if (dx) k_par_for(be, (size_t)s->n, grain, dx_range, &c); /* the columns are free again */
     return PID_OK;
 }

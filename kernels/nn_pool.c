@@ -1,9 +1,12 @@
 /* Pooling, CPU reference: max pooling (with argmax indices for the
  * backward), average pooling (1-D and 2-D, kernel/stride, no padding) and
- * global average pooling, forward and backward; CUDA twins in nn_pool.cu. */
+ * global average pooling, forward and backward; CUDA twins in nn_pool.cu.
+ * The CPU loops run over planes (sample, channel) on the backend's threads. */
 #include "kernels/nn.h"
 
 #include <string.h>
+
+#include "kernels/par.h"
 
 #define NO_CUDA                                                                                    \
     return pid_fail(err, PID_ERR_UNSUPPORTED, "nn pool: this phaseid was built without CUDA")
@@ -70,16 +73,51 @@ static pid_status pool_check(const pid_backend *be, const k_nn_pool *s, const vo
     return PID_OK;
 }
 
-pid_status k_nn_maxpool_forward(pid_backend *be, const k_nn_pool *s, const float *x, float *y,
-                                int32_t *argmax, pid_error *err)
+/* Arguments of the per-plane loops; pool_run splits the n c planes. */
+typedef struct {
+    const k_nn_pool *s;
+    int ho, wo;
+    const float *x;
+    float *y;
+    int32_t *argmax; /* max forward: written */
+    const float *dy;
+    float *dx;
+    const int32_t *argmax_in; /* max backward: read */
+} pool_par;
+
+static void pool_run(const pid_backend *be, pool_par *p, k_par_fn fn)
 {
-    int ho = 0, wo = 0;
-    pid_status st = pool_check(be, s, x, y, argmax, &ho, &wo, err);
-    if (st) return st;
-    if (pid_backend_kind(be) == PID_DEVICE_CUDA)
-        return k_nn_maxpool_forward_cuda(be, s, x, y, argmax, err);
+    const size_t plane = (size_t)p->s->h_in * p->s->w_in;
+    k_par_for(be, (size_t)p->s->n * p->s->c, k_par_grain(sizeof(float) * 2 * plane), fn, p);
+}
+
+static void maxpool_fwd_range(void *ctx, size_t p0, size_t p1)
+{
+    const pool_par *P = ctx;
+    const k_nn_pool *s = P->s;
+    const int ho = P->ho, wo = P->wo;
+    const float *x = P->x;
+    float *y = P->y;
+    int32_t *argmax = P->argmax;
     const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
-    for (size_t pc = 0; pc < (size_t)s->n * s->c; pc++) {
+    if (s->k_h == 1 && s->stride_h == 1 && s->k_w == 2 && s->stride_w == 2) {
+        /* pairs along w (every 1-D maxpool(2)): branch-free, so it vectorizes */
+        for (size_t pc = p0; pc < p1; pc++)
+            for (int oh = 0; oh < ho; oh++) {
+                const float *xr = x + pc * plane + (size_t)oh * s->w_in;
+                float *yr = y + pc * out + (size_t)oh * wo;
+                int32_t *ar = argmax + pc * out + (size_t)oh * wo;
+                const int32_t base = oh * s->w_in;
+                for (int ow = 0; ow < wo; ow++) {
+                    const float a = xr[2 * ow], b = xr[2 * ow + 1];
+                    const int second = b > a; /* ties: the first */
+                    yr[ow] = second ? b : a;
+                    ar[ow] = base + 2 * ow + second;
+                }
+            }
+        return;
+    }
+    for (size_t pc = p0; pc < p1; pc++) {
         const float *xp = x + pc * plane;
         for (int oh = 0; oh < ho; oh++)
             for (int ow = 0; ow < wo; ow++) {
@@ -93,6 +131,71 @@ pid_status k_nn_maxpool_forward(pid_backend *be, const k_nn_pool *s, const float
                 argmax[pc * out + (size_t)oh * wo + ow] = best;
             }
     }
+}
+
+/* dx of planes [p0, p1) zeroed, then dy routed to each window's maximum. */
+static void maxpool_bwd_range(void *ctx, size_t p0, size_t p1)
+{
+    const pool_par *P = ctx;
+    const size_t plane = (size_t)P->s->h_in * P->s->w_in, out = (size_t)P->ho * P->wo;
+    memset(P->dx + p0 * plane, 0, sizeof(float) * plane * (p1 - p0));
+    for (size_t pc = p0; pc < p1; pc++)
+        for (size_t q = 0; q < out; q++)
+            P->dx[pc * plane + (size_t)P->argmax_in[pc * out + q]] += P->dy[pc * out + q];
+}
+
+static void avgpool_fwd_range(void *ctx, size_t p0, size_t p1)
+{
+    const pool_par *P = ctx;
+    const k_nn_pool *s = P->s;
+    const int ho = P->ho, wo = P->wo;
+    const float *x = P->x;
+    float *y = P->y;
+    const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
+    const float inv = 1.0f / (float)(s->k_h * s->k_w);
+    for (size_t pc = p0; pc < p1; pc++)
+        for (int oh = 0; oh < ho; oh++)
+            for (int ow = 0; ow < wo; ow++) {
+                float acc = 0.0f;
+                for (int i = 0; i < s->k_h; i++)
+                    for (int j = 0; j < s->k_w; j++)
+                        acc += x[pc * plane + (size_t)(oh * s->stride_h + i) * s->w_in +
+                                 ow * s->stride_w + j];
+                y[pc * out + (size_t)oh * wo + ow] = acc * inv;
+            }
+}
+
+static void avgpool_bwd_range(void *ctx, size_t p0, size_t p1)
+{
+    const pool_par *P = ctx;
+    const k_nn_pool *s = P->s;
+    const int ho = P->ho, wo = P->wo;
+    const float *dy = P->dy;
+    float *dx = P->dx;
+    const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
+    const float inv = 1.0f / (float)(s->k_h * s->k_w);
+    memset(dx + p0 * plane, 0, sizeof(float) * plane * (p1 - p0));
+    for (size_t pc = p0; pc < p1; pc++)
+        for (int oh = 0; oh < ho; oh++)
+            for (int ow = 0; ow < wo; ow++) {
+                float g = dy[pc * out + (size_t)oh * wo + ow] * inv;
+                for (int i = 0; i < s->k_h; i++)
+                    for (int j = 0; j < s->k_w; j++)
+                        dx[pc * plane + (size_t)(oh * s->stride_h + i) * s->w_in +
+                           ow * s->stride_w + j] += g;
+            }
+}
+
+pid_status k_nn_maxpool_forward(pid_backend *be, const k_nn_pool *s, const float *x, float *y,
+                                int32_t *argmax, pid_error *err)
+{
+    int ho = 0, wo = 0;
+    pid_status st = pool_check(be, s, x, y, argmax, &ho, &wo, err);
+    if (st) return st;
+    if (pid_backend_kind(be) == PID_DEVICE_CUDA)
+        return k_nn_maxpool_forward_cuda(be, s, x, y, argmax, err);
+    pool_par p = {.s = s, .ho = ho, .wo = wo, .x = x, .y = y, .argmax = argmax};
+    pool_run(be, &p, maxpool_fwd_range);
     return PID_OK;
 }
 
@@ -104,11 +207,8 @@ pid_status k_nn_maxpool_backward(pid_backend *be, const k_nn_pool *s, const floa
     if (st) return st;
     if (pid_backend_kind(be) == PID_DEVICE_CUDA)
         return k_nn_maxpool_backward_cuda(be, s, dy, argmax, dx, err);
-    const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
-    memset(dx, 0, sizeof(float) * plane * s->n * s->c);
-    for (size_t pc = 0; pc < (size_t)s->n * s->c; pc++)
-        for (size_t q = 0; q < out; q++)
-            dx[pc * plane + (size_t)argmax[pc * out + q]] += dy[pc * out + q];
+    pool_par p = {.s = s, .ho = ho, .wo = wo, .dy = dy, .dx = dx, .argmax_in = argmax};
+    pool_run(be, &p, maxpool_bwd_range);
     return PID_OK;
 }
 
@@ -119,18 +219,8 @@ pid_status k_nn_avgpool_forward(pid_backend *be, const k_nn_pool *s, const float
     pid_status st = pool_check(be, s, x, y, y, &ho, &wo, err);
     if (st) return st;
     if (pid_backend_kind(be) == PID_DEVICE_CUDA) return k_nn_avgpool_forward_cuda(be, s, x, y, err);
-    const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
-    const float inv = 1.0f / (float)(s->k_h * s->k_w);
-    for (size_t pc = 0; pc < (size_t)s->n * s->c; pc++)
-        for (int oh = 0; oh < ho; oh++)
-            for (int ow = 0; ow < wo; ow++) {
-                float acc = 0.0f;
-                for (int i = 0; i < s->k_h; i++)
-                    for (int j = 0; j < s->k_w; j++)
-                        acc += x[pc * plane + (size_t)(oh * s->stride_h + i) * s->w_in +
-                                 ow * s->stride_w + j];
-                y[pc * out + (size_t)oh * wo + ow] = acc * inv;
-            }
+    pool_par p = {.s = s, .ho = ho, .wo = wo, .x = x, .y = y};
+    pool_run(be, &p, avgpool_fwd_range);
     return PID_OK;
 }
 
@@ -142,18 +232,8 @@ pid_status k_nn_avgpool_backward(pid_backend *be, const k_nn_pool *s, const floa
     if (st) return st;
     if (pid_backend_kind(be) == PID_DEVICE_CUDA)
         return k_nn_avgpool_backward_cuda(be, s, dy, dx, err);
-    const size_t plane = (size_t)s->h_in * s->w_in, out = (size_t)ho * wo;
-    const float inv = 1.0f / (float)(s->k_h * s->k_w);
-    memset(dx, 0, sizeof(float) * plane * s->n * s->c);
-    for (size_t pc = 0; pc < (size_t)s->n * s->c; pc++)
-        for (int oh = 0; oh < ho; oh++)
-            for (int ow = 0; ow < wo; ow++) {
-                float g = dy[pc * out + (size_t)oh * wo + ow] * inv;
-                for (int i = 0; i < s->k_h; i++)
-                    for (int j = 0; j < s->k_w; j++)
-                        dx[pc * plane + (size_t)(oh * s->stride_h + i) * s->w_in +
-                           ow * s->stride_w + j] += g;
-            }
+    pool_par p = {.s = s, .ho = ho, .wo = wo, .dy = dy, .dx = dx};
+    pool_run(be, &p, avgpool_bwd_range);
     return PID_OK;
 }
 

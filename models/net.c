@@ -1158,7 +1158,9 @@ static void infer_worker_layout(const net *n, net_worker *wk, float *fb, int32_t
     for (size_t j = 0; j < I->n_ops; j++) {
         const net_iop *op = &I->ops[j];
         if (op->kind == IOP_CONV || (op->kind == IOP_ADD && op->proj == 1)) {
-            size_t w = I->reference ? k_nn_conv_work_floats(&op->cs)
+            k_nn_conv cs = op->cs; /* n = 1 here; a call takes up to a chunk */
+            cs.n = (int)C;
+            size_t w = I->reference ? k_nn_conv_work_floats(&cs)
                                     : k_nn_conv_fused_work_floats(&op->cs, op->pool);
             if (w > work) work = w;
             if (I->reference && op->pool != 1) {
@@ -1464,6 +1466,8 @@ static void *infer_worker(void *arg)
 {
     infer_arg *a = arg;
     infer_job *j = a->job;
+    /* with several workers, each one's kernels stay on it */
+    const int was = pid_backend_cpu_solo(j->n->inf->n_workers > 1);
     while (!atomic_load(&j->failed)) {
         int c = atomic_fetch_add(&j->next, 1);
         if (c >= j->n_chunks) break;
@@ -1473,6 +1477,7 @@ static void *infer_worker(void *arg)
             break;
         }
     }
+    pid_backend_cpu_solo(was);
     return NULL;
 }
 

@@ -2,7 +2,8 @@
  * against central finite differences of its CPU forward, forwards against
  * hand-computed cases, the BN fold, a hand-computed AdamW update, the fused
  * inference ops against the reference ops at every CPU vector level, and CPU
- * vs CUDA parity on random inputs (skipped without a device). */
+ * vs CUDA parity on random inputs (skipped without a device); convolution
+ * against its definition, and every CPU op on one thread against all. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -426,6 +427,219 @@ static void test_pool(void **state)
     s2.k_h = 8;
     assert_int_equal(k_nn_avgpool_forward(cpu, &s2, P.x, P.y, &err), PID_ERR_ARG);
     free(P.x), free(P.y), free(P.r), free(P.am), free(gx);
+}
+
+/* --------------------------------------------- conv against direct sums */
+
+/* y, dx, dw, db of a convolution by its definition, in double. */
+static void conv_direct(const k_nn_conv *s, const float *x, const float *w, const float *b,
+                        const float *dy, double *y, double *dx, double *dw, double *db)
+{
+    int ho, wo;
+    OK(k_nn_conv_out(s, &ho, &wo, &err));
+    const size_t nx = (size_t)s->n * s->c_in * s->h_in * s->w_in,
+                 nw = (size_t)s->c_out * s->c_in * s->k_h * s->k_w;
+    memset(dx, 0, sizeof(double) * nx);
+    memset(dw, 0, sizeof(double) * nw);
+    for (int o = 0; o < s->c_out; o++)
+        db[o] = 0.0;
+    for (int n = 0; n < s->n; n++)
+        for (int o = 0; o < s->c_out; o++)
+            for (int oh = 0; oh < ho; oh++)
+                for (int ow = 0; ow < wo; ow++) {
+                    const size_t yi = (((size_t)n * s->c_out + o) * ho + oh) * wo + ow;
+                    double acc = b[o];
+                    db[o] += dy[yi];
+                    for (int c = 0; c < s->c_in; c++)
+                        for (int i = 0; i < s->k_h; i++)
+                            for (int j = 0; j < s->k_w; j++) {
+                                int h = oh * s->stride_h - s->pad_h + i * s->dil_h;
+                                int v = ow * s->stride_w - s->pad_w + j * s->dil_w;
+                                if (h < 0 || h >= s->h_in || v < 0 || v >= s->w_in) continue;
+                                size_t xi = (((size_t)n * s->c_in + c) * s->h_in + h) * s->w_in + v;
+                                size_t wi = (((size_t)o * s->c_in + c) * s->k_h + i) * s->k_w + j;
+                                acc += (double)w[wi] * x[xi];
+                                dx[xi] += (double)w[wi] * dy[yi];
+                                dw[wi] += (double)x[xi] * dy[yi];
+                            }
+                    y[yi] = acc;
+                }
+}
+
+/* max |a - ref| <= tol max |ref| */
+static void assert_close(const char *what, const float *a, const double *ref, size_t n, double tol)
+{
+    double worst = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs(a[i] - ref[i]));
+        scale = fmax(scale, fabs(ref[i]));
+    }
+    if (!(worst <= tol * scale))
+        fail_msg("%s: max |diff| %.3g vs max |ref| %.3g (tol %.1g)", what, worst, scale, tol);
+}
+
+static pid_backend *par; /* all online cores */
+
+/* Forward and backward against conv_direct on shapes that put the padding
+ * before, after and beyond every kernel tap (the im2col / col2im edges), on
+ * one thread and on all, which must agree bit for bit. */
+static void test_conv_direct(void **state)
+{
+    const k_nn_conv shapes[] = {
+        k_nn_conv1d_shape(3, 2, 11, 3, 3, 1, 1, 1),
+        k_nn_conv1d_shape(2, 1, 40, 4, 9, 2, 4, 1), /* the XRD net's first layer, smaller */
+        k_nn_conv1d_shape(2, 2, 5, 2, 3, 1, 6, 1),  /* padding wider than the input */
+        k_nn_conv1d_shape(2, 2, 20, 3, 4, 3, 2, 3), /* stride 3, dilation 3 */
+        {2, 2, 6, 7, 3, 3, 2, 2, 1, 1, 2, 1, 2},
+        {1, 1, 3, 3, 2, 2, 3, 1, 2, 3, 4, 1, 1},
+        k_nn_conv1d_shape(64, 4, 300, 20, 5, 1, 2, 1), /* threads; 20 = 2.5 blocks of dw rows */
+    };
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const k_nn_conv s = shapes[t];
+        int ho, wo;
+        OK(k_nn_conv_out(&s, &ho, &wo, &err));
+        const size_t nx = (size_t)s.n * s.c_in * s.h_in * s.w_in,
+                     nw = (size_t)s.c_out * s.c_in * s.k_h * s.k_w,
+                     ny = (size_t)s.n * s.c_out * ho * wo;
+        float *x = rnd(nx, 60 + t, -1, 1), *w = rnd(nw, 70 + t, -1, 1),
+              *b = rnd(s.c_out, 80 + t, -1, 1), *dy = rnd(ny, 90 + t, -1, 1);
+        float *work = malloc(FB(k_nn_conv_work_floats(&s)));
+        float *y[2], *dx[2], *dw[2], *db[2];
+        for (int k = 0; k < 2; k++) {
+            y[k] = malloc(FB(ny)), dx[k] = malloc(FB(nx)), dw[k] = malloc(FB(nw));
+            db[k] = malloc(FB(s.c_out));
+            pid_backend *be = k ? par : cpu;
+            OK(k_nn_conv_forward(be, &s, x, w, b, y[k], work, &err));
+            OK(k_nn_conv_backward(be, &s, x, w, dy, dx[k], dw[k], db[k], work, &err));
+        }
+        double *ry = malloc(sizeof(double) * ny), *rdx = malloc(sizeof(double) * nx),
+               *rdw = malloc(sizeof(double) * nw), *rdb = malloc(sizeof(double) * s.c_out);
+        conv_direct(&s, x, w, b, dy, ry, rdx, rdw, rdb);
+        char name[64];
+        /* float sums of up to 2 x 10^4 products (dw of the last shape) */
+        snprintf(name, sizeof name, "conv shape %zu y", t);
+        assert_close(name, y[0], ry, ny, 1e-5);
+        snprintf(name, sizeof name, "conv shape %zu dx", t);
+        assert_close(name, dx[0], rdx, nx, 1e-5);
+        snprintf(name, sizeof name, "conv shape %zu dw", t);
+        assert_close(name, dw[0], rdw, nw, 1e-5);
+        snprintf(name, sizeof name, "conv shape %zu db", t);
+        assert_close(name, db[0], rdb, s.c_out, 1e-6);
+        assert_memory_equal(y[0], y[1], FB(ny));
+        assert_memory_equal(dx[0], dx[1], FB(nx));
+        assert_memory_equal(dw[0], dw[1], FB(nw));
+        assert_memory_equal(db[0], db[1], FB(s.c_out));
+        for (int k = 0; k < 2; k++)
+            free(y[k]), free(dx[k]), free(dw[k]), free(db[k]);
+        free(x), free(w), free(b), free(dy), free(work), free(ry), free(rdx), free(rdw), free(rdb);
+    }
+}
+
+/* ------------------------------------------------ thread independence */
+
+/* The CPU kernels split their loops over threads (kernels/par.h): on inputs
+ * large enough to be split, one thread and all of them give identical bits. */
+static void test_threads(void **state)
+{
+    if (pid_backend_threads(par) < 2) {
+        printf("(one CPU online: nothing to compare one thread with)\n");
+        return;
+    }
+    pid_backend *be[2] = {cpu, par};
+    const size_t n = 300000;
+    float *x = rnd(n, 100, -2, 2), *g = rnd(n, 101, -1, 1), *o[2];
+    for (int k = 0; k < 2; k++)
+        o[k] = malloc(FB(n));
+#define SAME(call)                                                                                 \
+    do {                                                                                           \
+        for (int k = 0; k < 2; k++) {                                                              \
+            pid_backend *b_ = be[k];                                                               \
+            float *out = o[k];                                                                     \
+            OK(call);                                                                              \
+        }                                                                                          \
+        assert_memory_equal(o[0], o[1], FB(n));                                                    \
+    } while (0)
+    SAME(k_nn_relu_forward(b_, x, out, n, &err));
+    SAME(k_nn_relu_backward(b_, x, g, out, n, &err));
+    SAME(k_nn_gelu_forward(b_, x, out, n, &err));
+    SAME(k_nn_gelu_backward(b_, x, g, out, n, &err));
+    SAME(k_nn_add(b_, x, g, out, n, &err));
+    SAME(k_nn_dropout_forward(b_, x, out, n, 0.2f, 5, 9, &err));
+    SAME(k_nn_dropout_backward(b_, g, out, n, 0.2f, 5, 9, &err));
+
+    /* pools: 1-D pairs (the vector path) and 2-D overlapping windows */
+    k_nn_pool ps[2] = {k_nn_pool1d_shape(50, 6, 1000, 2, 2), {20, 5, 30, 100, 3, 3, 2, 2}};
+    for (int q = 0; q < 2; q++) {
+        int ho, wo;
+        OK(k_nn_pool_out(&ps[q], &ho, &wo, &err));
+        const size_t ny = (size_t)ps[q].n * ps[q].c * ho * wo;
+        int32_t *am[2] = {malloc(sizeof(int32_t) * ny), malloc(sizeof(int32_t) * ny)};
+        for (int k = 0; k < 2; k++)
+            OK(k_nn_maxpool_forward(be[k], &ps[q], x, o[k], am[k], &err));
+        assert_memory_equal(o[0], o[1], FB(ny));
+        assert_memory_equal(am[0], am[1], sizeof(int32_t) * ny);
+        for (int k = 0; k < 2; k++)
+            OK(k_nn_maxpool_backward(be[k], &ps[q], g, am[0], o[k], &err));
+        assert_memory_equal(o[0], o[1], FB((size_t)ps[q].n * ps[q].c * ps[q].h_in * ps[q].w_in));
+        SAME(k_nn_avgpool_forward(b_, &ps[q], x, out, &err));
+        SAME(k_nn_avgpool_backward(b_, &ps[q], g, out, &err));
+        free(am[0]), free(am[1]);
+    }
+
+    /* batch norm, 6 channels of 50 x 1000: training forward (and its
+     * statistics, against a plain double sum), inference forward, backward */
+    const int bn = 50, bc = 6, bl = 1000;
+    float *gamma = rnd(bc, 102, 0.5f, 1.5f), *beta = rnd(bc, 103, -1, 1);
+    float mean[2][6], rstd[2][6], rm[2][6], rv[2][6], dgam[2][6], dbet[2][6];
+    for (int k = 0; k < 2; k++) {
+        for (int c = 0; c < bc; c++)
+            rm[k][c] = 0.1f * c, rv[k][c] = 1.0f + 0.1f * c;
+        OK(k_nn_batchnorm_forward_train(be[k], x, gamma, beta, o[k], bn, bc, bl, 1e-5f, 0.1f, rm[k],
+                                        rv[k], mean[k], rstd[k], &err));
+    }
+    assert_memory_equal(o[0], o[1], FB((size_t)bn * bc * bl));
+    assert_memory_equal(mean[0], mean[1], sizeof mean[0]);
+    assert_memory_equal(rstd[0], rstd[1], sizeof rstd[0]);
+    assert_memory_equal(rm[0], rm[1], sizeof rm[0]);
+    assert_memory_equal(rv[0], rv[1], sizeof rv[0]);
+    for (int c = 0; c < bc; c++) {
+        double s = 0.0, s2 = 0.0;
+        for (int i = 0; i < bn; i++)
+            for (int l = 0; l < bl; l++)
+                s += x[((size_t)i * bc + c) * bl + l];
+        const double m = s / (bn * bl);
+        for (int i = 0; i < bn; i++)
+            for (int l = 0; l < bl; l++) {
+                double d = x[((size_t)i * bc + c) * bl + l] - m;
+                s2 += d * d;
+            }
+        assert_float_equal(mean[0][c], m, 1e-6);
+        assert_float_equal(rstd[0][c], 1.0 / sqrt(s2 / (bn * bl) + 1e-5), 1e-5);
+    }
+    SAME(k_nn_batchnorm_forward_infer(b_, x, gamma, beta, rm[0], rv[0], out, bn, bc, bl, 1e-5f,
+                                      &err));
+    for (int k = 0; k < 2; k++)
+        OK(k_nn_batchnorm_backward(be[k], x, gamma, mean[0], rstd[0], g, o[k], dgam[k], dbet[k], bn,
+                                   bc, bl, &err));
+    assert_memory_equal(o[0], o[1], FB((size_t)bn * bc * bl));
+    assert_memory_equal(dgam[0], dgam[1], sizeof dgam[0]);
+    assert_memory_equal(dbet[0], dbet[1], sizeof dbet[0]);
+
+    /* AdamW over 300000 parameters */
+    const k_nn_adamw hp = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+    float *m[2] = {calloc(n, sizeof(float)), calloc(n, sizeof(float))},
+          *v[2] = {calloc(n, sizeof(float)), calloc(n, sizeof(float))};
+    for (int k = 0; k < 2; k++) {
+        memcpy(o[k], x, FB(n));
+        for (int t = 1; t <= 3; t++)
+            OK(k_nn_adamw_step(be[k], &hp, t, o[k], g, m[k], v[k], n, &err));
+    }
+    assert_memory_equal(o[0], o[1], FB(n));
+    assert_memory_equal(v[0], v[1], FB(n));
+#undef SAME
+    for (int k = 0; k < 2; k++)
+        free(o[k]), free(m[k]), free(v[k]);
+    free(x), free(g), free(gamma), free(beta);
 }
 
 /* --------------------------------------------------------- batch norm */
@@ -956,23 +1170,26 @@ static void test_cuda_parity(void **state)
 
 static int setup(void **state)
 {
-    return pid_backend_create(&cpu, "cpu", 1, &err) == PID_OK ? 0 : -1;
+    if (pid_backend_create(&cpu, "cpu", 1, &err) != PID_OK) return -1;
+    return pid_backend_create(&par, "cpu", 0, &err) == PID_OK ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     pid_backend_destroy(cpu);
+    pid_backend_destroy(par);
     return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dense),     cmocka_unit_test(test_act),
-        cmocka_unit_test(test_loss),      cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_conv),      cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_batchnorm), cmocka_unit_test(test_bn_fold),
-        cmocka_unit_test(test_fused),     cmocka_unit_test(test_cuda_parity),
+        cmocka_unit_test(test_dense),       cmocka_unit_test(test_act),
+        cmocka_unit_test(test_loss),        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_conv),        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_batchnorm),   cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_fused),       cmocka_unit_test(test_cuda_parity),
+        cmocka_unit_test(test_conv_direct), cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
