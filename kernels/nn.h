@@ -131,7 +131,8 @@ k_nn_conv k_nn_conv1d_shape(int n, int c_in, int w_in, int c_out, int k, int str
 pid_status k_nn_conv_out(const k_nn_conv *s, int *h_out, int *w_out, pid_error *err);
 /* Floats of scratch `work` the forward and backward need: the im2col
  * matrices of all n samples, n x c_in k_h k_w x h_out w_out (the CPU fills
- * them on several threads at once). 0 for an invalid shape. */
+ * them on several threads at once; the CUDA backend needs one sample's, the
+ * value for n = 1). 0 for an invalid shape. */
 size_t k_nn_conv_work_floats(const k_nn_conv *s);
 /* y = conv(x, w) + b (b may be NULL). `work` is caller-owned scratch. */
 pid_status k_nn_conv_forward(pid_backend *be, const k_nn_conv *s, const float *x, const float *w,

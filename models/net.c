@@ -1158,8 +1158,10 @@ static void infer_worker_layout(const net *n, net_worker *wk, float *fb, int32_t
     for (size_t j = 0; j < I->n_ops; j++) {
         const net_iop *op = &I->ops[j];
         if (op->kind == IOP_CONV || (op->kind == IOP_ADD && op->proj == 1)) {
-            k_nn_conv cs = op->cs; /* n = 1 here; a call takes up to a chunk */
-            cs.n = (int)C;
+            /* the CPU fills a whole chunk's im2col columns at once; the CUDA
+             * convolution one sample's at a time (and its chunk is the batch) */
+            k_nn_conv cs = op->cs;
+            cs.n = pid_backend_kind(n->be) == PID_DEVICE_CUDA ? 1 : (int)C;
             size_t w = I->reference ? k_nn_conv_work_floats(&cs)
                                     : k_nn_conv_fused_work_floats(&op->cs, op->pool);
             if (w > work) work = w;
