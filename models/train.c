@@ -1274,6 +1274,23 @@ static pid_status check_data(const pid_phaselib *lib, const train_opts *o, int64
     return PID_OK;
 }
 
+/* "  eta 42s", "  eta 12m05s" or "  eta 1h02m": the rest of the training
+ * at the rate so far (steps only: calibration comes after). */
+static void fmt_eta(char *buf, size_t size, double sec)
+{
+    if (!(sec >= 0.0) || sec > 1e7) {
+        buf[0] = '\0';
+        return;
+    }
+    long v = lround(sec);
+    if (v < 60)
+        snprintf(buf, size, "  eta %lds", v);
+    else if (v < 3600)
+        snprintf(buf, size, "  eta %ldm%02lds", v / 60, v % 60);
+    else
+        snprintf(buf, size, "  eta %ldh%02ldm", v / 3600, v % 3600 / 60);
+}
+
 pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *be,
                      const char *out_path, train_result *res, pid_error *err)
 {
@@ -1470,9 +1487,11 @@ pid_status train_run(const pid_phaselib *lib, const train_opts *o, pid_backend *
         if (!o->quiet &&
             ((tty && (t - t_print > 0.25 || last)) || (!tty && ((s + 1) % every == 0 || last)))) {
             double sps = (double)(s + 1 - step0) * bsz / (t - t0 > 1e-9 ? t - t0 : 1e-9);
-            fprintf(stderr, "%sstep %lld/%lld  loss %.4f  acc %.3f  lr %.2e  %.0f samples/s%s",
+            char eta[32] = "";
+            if (!last) fmt_eta(eta, sizeof eta, (double)(o->steps - s - 1) * bsz / sps);
+            fprintf(stderr, "%sstep %lld/%lld  loss %.4f  acc %.3f  lr %.2e  %.0f samples/s%s%s",
                     tty ? "\r" : "", (long long)(s + 1), (long long)o->steps, loss,
-                    (double)win_correct / (double)win_total, lr, sps, tty ? "  " : "\n");
+                    (double)win_correct / (double)win_total, lr, sps, eta, tty ? "  " : "\n");
             if (tty && last) fputc('\n', stderr);
             t_print = t;
             win_correct = win_total = 0;
