@@ -117,8 +117,10 @@ static void act_range(void *ctx, size_t i0, size_t i1)
 
 static void act_run(const pid_backend *be, act_par c, size_t count)
 {
-    /* dropout draws a Philox number per element: worth a thread sooner */
-    size_t grain = k_par_grain(c.op == ACT_DROP || c.op >= ACT_GELU_F ? 48 : 12);
+    /* GELU's tanh and dropout's Philox draw cost more per element than the
+     * memory they touch: worth a thread sooner */
+    const int heavy = c.op == ACT_GELU_F || c.op == ACT_GELU_B || c.op == ACT_DROP;
+    const size_t grain = k_par_grain(heavy ? 48 : 12);
     k_par_for(be, count, grain, act_range, &c);
 }
 

@@ -1,7 +1,8 @@
 /* 1-D and 2-D convolution with stride, zero padding and dilation, CPU
  * reference: per-sample im2col + OpenBLAS sgemm for the forward and for the
  * input/weight gradients (col2im scatters the input gradient back). The
- * im2col / col2im loops run over the batch on the backend's threads. */
+ * per-sample work (im2col, the sample's products, col2im) and the weight
+ * gradient's blocks of output channels run on the backend's threads. */
 #include "kernels/nn.h"
 
 #include <cblas.h>
@@ -134,9 +135,9 @@ static void col2im(const k_nn_conv *s, int ho, int wo, const float *col, float *
 
 /* The CPU loops run on the backend's threads (kernels/par.h) over samples,
  * each with its own block of `work`, or over fixed blocks of output
- * channels for the weight gradient: the OpenBLAS calls (one thread each,
- * see par.h) and every sum are the same whatever the thread count, so the
- * results are too. */
+ * channels for the weight gradient: the OpenBLAS calls (one OpenBLAS thread
+ * each, set in pid_backend_create) and every sum are the same whatever the
+ * thread count, so the results are too. */
 #define CONV_DW_ROWS 8 /* output channels per weight-gradient block */
 
 typedef struct {
@@ -168,8 +169,8 @@ static void im2col_range(void *ctx, size_t n0, size_t n1)
         im2col(c->s, c->ho, c->wo, c->x + n * c->xs, c->col + n * c->cs);
 }
 
-/* dw rows [o0, o1) of blocks [g0, g1): sum over the samples, in order, of
- * dy_n[rows, p] col_n^T. */
+/* Blocks [g0, g1) of CONV_DW_ROWS output channels of dw: each the sum over
+ * the samples, in order, of dy_n[rows, p] col_n^T. */
 static void dw_range(void *ctx, size_t g0, size_t g1)
 {
     const conv_par *c = ctx;
