@@ -60,13 +60,16 @@ def run_once(bin_, steps, threads, tmp):
         sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:])
         raise SystemExit(f"failed ({r.returncode}): PHASEID_BIN={bin_} {' '.join(cmd)}")
     m = re.search(r"^samples/s: ([0-9.]+)", r.stdout + r.stderr, re.M)
-    if not m:
-        raise SystemExit("no 'samples/s:' line in phaseid train's output")
+    hb = re.search(r"(\d+) steps x (\d+)", r.stdout + r.stderr)
+    if not m or not hb:
+        raise SystemExit("no 'samples/s:' or 'N steps x B' line in phaseid train's output")
+    batch = int(hb.group(2))
     user = after.ru_utime - before.ru_utime
     sys_ = after.ru_stime - before.ru_stime
     return {"samples_per_s": float(m.group(1)), "wall_s": round(wall, 2),
             "user_s": round(user, 2), "sys_s": round(sys_, 2),
-            "samples_per_cpu_s": round(steps * 128 / (user + sys_), 1) if user + sys_ > 0 else None,
+            "batch": batch,
+            "samples_per_cpu_s": round(steps * batch / (user + sys_), 1) if user + sys_ > 0 else None,
             "load_before": round(load, 2), "params_sha256_16": params_digest(out),
             "command": f"PHASEID_BIN={bin_} {' '.join(cmd)}"}
 
@@ -106,7 +109,7 @@ def main():
               f"{r['samples_per_cpu_s'] or 0:>10.1f} {r['user_s']:>8.1f} {r['sys_s']:>7.1f} "
               f"{r['wall_s']:>7.1f}  {r['params_sha256_16']}")
     res = {"benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"),
-           "machine": machine(), "steps": a.steps, "batch": 128, "recipe": SCRIPT,
+           "machine": machine(), "steps": a.steps, "recipe": SCRIPT,
            "note": "samples/s: phaseid train's own figure for the training loop (simulation "
                    "on worker threads overlapped with the steps); no validation or "
                    "calibration set; CPU time includes the start (phase library, twins)",

@@ -83,7 +83,7 @@ static double run_sq_dev(const float *x, int l, double mean)
         double d = x[k] - mean;
         acc[j] += d * d;
     }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return k_sum_lanes(acc);
 }
 
 static double run_dy_xhat(const float *dy, const float *x, int l, double mean, double rstd)
@@ -95,7 +95,7 @@ static double run_dy_xhat(const float *dy, const float *x, int l, double mean, d
             acc[j] += (double)dy[k + j] * (x[k + j] - mean) * rstd;
     for (int j = 0; k < l; k++, j++)
         acc[j] += (double)dy[k] * (x[k] - mean) * rstd;
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return k_sum_lanes(acc);
 }
 
 static bn_par bn_par_forward(const float *x, const float *gamma, const float *beta, float *y, int n,

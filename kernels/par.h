@@ -33,6 +33,13 @@ size_t k_par_grain(size_t bytes_per_item);
  * are made of these over contiguous runs, so they depend on the shapes
  * only. */
 #define K_SUM_LANES 8
+
+/* The lanes' partial sums added in the one fixed order every lane sum uses. */
+static inline double k_sum_lanes(const double acc[K_SUM_LANES])
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 static inline double k_sum_run(const float *x, size_t n)
 {
     double acc[K_SUM_LANES] = {0};
@@ -42,7 +49,7 @@ static inline double k_sum_run(const float *x, size_t n)
             acc[j] += x[i + j];
     for (int j = 0; i < n; i++, j++)
         acc[j] += x[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return k_sum_lanes(acc);
 }
 
 #ifdef __cplusplus
